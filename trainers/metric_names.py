@@ -1,0 +1,41 @@
+"""Every metric key s4sweep logs, spelled in this one place (DESIGN.md "The seams").
+
+Training: `train/<term>`, `time/step_s`. Per evaluation set E: `val/E/<summary>` and `val/E/<kind>/<class>`.
+Adaptive losses: `loss/weight/<class>`, `loss/gamma/<class>`. Class names keep their spaces (`traffic light`),
+which MLflow accepts in metric keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+LOSS_SUP = "train/loss_sup"
+LOSS_FM = "train/loss_fm"
+LOSS_ST = "train/loss_st"
+LOSS_D = "train/loss_d"
+ST_ACCEPT_RATE = "train/st_accept_rate"
+LR = "train/lr"
+STEP_TIME = "time/step_s"
+ITERATION = "iteration"
+
+TRAIN_KEYS = (LOSS_SUP, LOSS_FM, LOSS_ST, LOSS_D, ST_ACCEPT_RATE, LR, STEP_TIME)
+
+Summary = Literal["miou", "miou_all", "pixel_acc", "fwiou", "ece"]
+PerClass = Literal["iou", "recall", "precision"]
+SUMMARIES: tuple[Summary, ...] = ("miou", "miou_all", "pixel_acc", "fwiou", "ece")
+PER_CLASS: tuple[PerClass, ...] = ("iou", "recall", "precision")
+
+
+def val(eval_set: str, summary: Summary) -> str:
+    """`val/<eval set>/<summary>`, e.g. `val/cityscapes/miou`."""
+    return f"val/{eval_set}/{summary}"
+
+
+def val_class(eval_set: str, kind: PerClass, class_name: str) -> str:
+    """`val/<eval set>/<iou|recall|precision>/<class>`, e.g. `val/idd/iou/autorickshaw`."""
+    return f"val/{eval_set}/{kind}/{class_name}"
+
+
+def loss_state(kind: Literal["weight", "gamma"], class_name: str) -> str:
+    """`loss/weight/<class>` or `loss/gamma/<class>`: the state of an adaptive loss."""
+    return f"loss/{kind}/{class_name}"

@@ -1,0 +1,52 @@
+"""Named starting points for a TrialConfig (DESIGN.md "Presets").
+
+- `paper`: the reference's Cityscapes recipe (DeepLabv2-ResNet-101, half resolution, 256x512 crops, batch 8+8+8,
+  40k iterations, SGD 2.5e-4 / Adam 1e-5, lambda_fm 0.1, lambda_st 1.0, threshold 0.7), fp32.
+- `tiny`: the same trainer with a small dilated backbone at 64x128 crops; a CPU trial in about a minute.
+- `micro`: `tiny` at 32x64 and at most 20 iterations: for tests, seconds per trial.
+
+A preset is a plain nested dict of overrides on the dataclass defaults (which are the paper's values).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainers.config import ConfigError, deep_merge
+
+_PAPER: dict[str, Any] = {
+    "model": {"backbone": "resnet101"},
+    "dataset": {"scale": 0.5, "crop_size": [256, 512]},
+    "schedule": {"iterations": 40000, "batch_labeled": 8, "batch_unlabeled": 8, "batch_d": 8,
+                 "log_every": 50, "eval_every": 5000, "checkpoint_every": 5000},
+}
+
+_TINY: dict[str, Any] = {
+    "model": {"backbone": "tiny", "tiny_width": 32, "aspp_dilations": [2, 4, 6, 8], "aspp_branches_effective": 4,
+              "d_channels": 32},
+    # the tiny backbone trains from scratch at a small crop: a larger lr than the ImageNet-initialised paper model
+    "optim": {"lr": 0.01, "lr_d": 1e-4},
+    "dataset": {"scale": 0.5, "crop_size": [64, 128], "synth_images": 48, "labeled_ratio": 0.25},
+    "eval": [{"name": "synth", "eval_size": [128, 256]}],
+    "s4gan": {"threshold_st": 0.6},
+    "schedule": {"iterations": 300, "batch_labeled": 4, "batch_unlabeled": 4, "batch_d": 4,
+                 "log_every": 10, "eval_every": 150, "checkpoint_every": 150, "num_samples": 4},
+}
+
+_MICRO: dict[str, Any] = deep_merge(_TINY, {
+    "model": {"tiny_width": 8, "aspp_dilations": [1, 2], "aspp_branches_effective": 2, "d_channels": 8},
+    "dataset": {"scale": 0.25, "crop_size": [32, 64], "synth_images": 8, "labeled_ratio": 0.5},
+    "eval": [{"name": "synth", "eval_size": [64, 128], "max_images": 2}],
+    "s4gan": {"threshold_st": 0.5},
+    "schedule": {"iterations": 6, "batch_labeled": 2, "batch_unlabeled": 2, "batch_d": 2,
+                 "log_every": 2, "eval_every": 3, "checkpoint_every": 3, "num_samples": 1},
+})
+
+PRESETS: dict[str, dict[str, Any]] = {"paper": _PAPER, "tiny": _TINY, "micro": _MICRO}
+MICRO_MAX_ITERATIONS = 20
+
+
+def preset_dict(name: object) -> dict[str, Any]:
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {name!r}; valid presets are {', '.join(PRESETS)}")
+    return deep_merge({}, {**PRESETS[name], "preset": name})
