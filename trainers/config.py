@@ -60,7 +60,6 @@ class EvalSetConfig:
     name: str = "synth"
     root: str | None = None
     label_set: str | None = None
-    remap: str | None = None  # e.g. "level4->cs19": predictions reach another label set only through a declared remap
     split: str = "val"
     eval_size: tuple[int, int] = (512, 1024)  # images (and labels, nearest) resized to this before scoring
     max_images: int | None = None  # None = the whole split
@@ -233,6 +232,9 @@ class TrialConfig:
         _require(len(self.eval) >= 1, "eval", "must list at least one evaluation set", self.eval)
         keys = [e.metric_key for e in self.eval]
         _require(len(set(keys)) == len(keys), "eval", "evaluation sets need distinct names (or `key`s)", keys)
+        if self.preset == "micro":
+            _require(self.schedule.iterations <= 20, "schedule.iterations", "must be <= 20 with preset micro",
+                     self.schedule.iterations)
         _require(self.seed >= 0, "seed", "must be >= 0", self.seed)
         _require(self.split_seed >= 0, "split_seed", "must be >= 0", self.split_seed)
 

@@ -16,6 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _log_probs(logits: Tensor) -> Tensor:
+    """log-softmax in at least fp32: under bf16/fp16 autocast the loss is still computed in fp32 (float64 stays)."""
+    wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    return F.log_softmax(wide, dim=1)
+
+
 def _valid(target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
     """(mask of valid pixels, target with ignored pixels replaced by class 0 so gather/one_hot stay in range)."""
     valid = target != ignore_index
@@ -33,7 +39,7 @@ def cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 255,
                   class_weights: Tensor | None = None) -> Tensor:
     """Cross entropy, mean over valid pixels; with `class_weights` each pixel is scaled by its class's weight."""
     valid, safe = _valid(target, ignore_index)
-    nll = -F.log_softmax(logits.float(), dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    nll = -_log_probs(logits).gather(1, safe.unsqueeze(1)).squeeze(1)
     if class_weights is not None:
         nll = nll * class_weights.to(nll)[safe]
     return _mean_valid(nll, valid, logits)
@@ -48,7 +54,7 @@ def focal(logits: Tensor, target: Tensor, *, ignore_index: int = 255, gamma: flo
     (undefined for fractional gamma), and at p_t -> 1 the gradient of base**gamma is infinite for gamma < 1.
     """
     valid, safe = _valid(target, ignore_index)
-    logpt = F.log_softmax(logits.float(), dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    logpt = _log_probs(logits).gather(1, safe.unsqueeze(1)).squeeze(1)
     base = (lam - logpt.exp()).clamp_min(1e-6)
     per_pixel = -(base**gamma) * logpt
     if class_weights is not None:
@@ -64,7 +70,7 @@ def soft_dice(logits: Tensor, target: Tensor, *, ignore_index: int = 255, smooth
     """
     valid, safe = _valid(target, ignore_index)
     num_classes = logits.shape[1]
-    probs = F.log_softmax(logits.float(), dim=1).exp() * valid.unsqueeze(1)
+    probs = _log_probs(logits).exp() * valid.unsqueeze(1)
     onehot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).to(probs) * valid.unsqueeze(1)
     dims = (0, 2, 3)
     intersection = (probs * onehot).sum(dims)

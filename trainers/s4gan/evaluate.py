@@ -1,0 +1,101 @@
+"""Evaluation of a generator on one evaluation set, and the pictures a person looks at afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from trainers.data import DatasetInfo
+from trainers.metrics import ConfusionMatrix, EvalMetrics
+from trainers.s4gan.steps import upsample
+
+
+@torch.inference_mode()
+def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], info: DatasetInfo, *,
+             device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
+             channels_last: bool = False, keep: int = 0) -> tuple[EvalMetrics, list[dict[str, np.ndarray]]]:
+    """Single-scale evaluation (batch 1, no flip) as the reference; returns the metrics and the first `keep` samples."""
+    was_training = generator.training
+    generator.eval()  # BN uses its running statistics, as the reference's evaluate.py
+    matrix = ConfusionMatrix(info.num_classes, ignore_index=info.labels.ignore_index, device=device)
+    samples: list[dict[str, np.ndarray]] = []
+    try:
+        for image, label in batches:
+            image, label = image.to(device), label.to(device)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with autocast or contextlib.nullcontext():
+                logits = generator(image)
+            probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
+            confidence, pred = probs.max(1)
+            matrix.update(pred, label, confidence)
+            if len(samples) < keep:
+                samples.append({"image": image[0].float().cpu().numpy(), "label": label[0].cpu().numpy(),
+                                "pred": pred[0].cpu().numpy()})
+    finally:
+        generator.train(was_training)
+    return matrix.compute(info.labels.classes), samples
+
+
+def _colorise(labels: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    palette = np.zeros((256, 3), np.uint8)  # ignore and anything unknown stays black
+    palette[: info.num_classes] = np.asarray(info.labels.colors, np.uint8)
+    return palette[labels.astype(np.int64).clip(0, 255)]
+
+
+def _denormalise(image: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    mean, std = np.asarray(info.mean).reshape(3, 1, 1), np.asarray(info.std).reshape(3, 1, 1)
+    return ((image * std + mean).clip(0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def save_samples(samples: list[dict[str, np.ndarray]], info: DatasetInfo, path: Path) -> Path | None:
+    """A grid: one row per fixed validation image, columns input | ground truth | prediction."""
+    if not samples:
+        return None
+    rows = [np.concatenate([_denormalise(s["image"], info), _colorise(s["label"], info), _colorise(s["pred"], info)],
+                           axis=1) for s in samples]
+    return _atomic(path, lambda tmp: Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG"))
+
+
+def save_confusion(metrics: EvalMetrics, path: Path) -> Path:
+    """Row-normalised confusion matrix heatmap (rows: ground truth), classes in dataset order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = metrics.confusion.astype(np.float64)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(metrics.class_names)
+    fig, ax = plt.subplots(figsize=(0.4 * n + 2, 0.4 * n + 1.5))
+    ax.imshow(cm, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), metrics.class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), metrics.class_names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    fig.tight_layout()
+    out = _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return out
+
+
+def save_json(data: Any, path: Path) -> Path:
+    return _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
+
+
+def _atomic(path: Path, write: Any) -> Path:
+    """Write through a temporary file in the same directory and rename: no half-written file under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,78 @@
+"""`s4sweep eval`: score a saved generator on any dataset the data layer knows, optionally writing predictions
+in the Cityscapes benchmark format (raw label ids, one PNG per image, at the image's own resolution)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from trainers.config import EvalSetConfig, TrialConfig
+from trainers.data import dataset_info
+from trainers.data.labels import CITYSCAPES_LABELS
+from trainers.data.pipeline import eval_data
+from trainers.s4gan import checkpoint as ckpt
+from trainers.s4gan.evaluate import evaluate, save_json
+from trainers.s4gan.model import build_generator
+from trainers.s4gan.steps import upsample
+
+
+def train_to_raw_ids() -> np.ndarray:
+    """Inverse of the train-id table for benchmark submissions: train id -> Cityscapes raw id (ignore -> 0)."""
+    lut = np.zeros(256, np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.train_id < 255 and label.id >= 0:
+            lut[label.train_id] = label.id
+    return lut
+
+
+def load_generator(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, TrialConfig]:
+    config = TrialConfig.from_dict(json.loads((checkpoint / ckpt.CONFIG_FILE).read_text()))
+    num_classes = dataset_info(config.dataset.name).num_classes
+    generator = build_generator(config.model, num_classes)
+    generator.load_state_dict(ckpt.load(checkpoint)["generator"])
+    return generator.to(device).eval(), config
+
+
+def evaluate_checkpoint(checkpoint: Path, *, dataset: str, root: str | None = None, split: str = "val",
+                        label_set: str | None = None, eval_size: tuple[int, int] | None = None,
+                        out: Path | None = None, save_predictions: Path | None = None) -> dict[str, Any]:
+    checkpoint = checkpoint.resolve()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    generator, config = load_generator(checkpoint, device)
+    trained_on = dataset_info(config.dataset.name)
+    es = EvalSetConfig(name=dataset, root=root, label_set=label_set, split=split,
+                       **({"eval_size": eval_size} if eval_size else {}))
+    info, loader = eval_data(es, synth_images=config.dataset.synth_images)
+    if info.labels.classes != trained_on.labels.classes:
+        raise ValueError(f"{checkpoint} predicts the {trained_on.name} classes; {dataset} uses other classes "
+                         "and needs a declared remap, which this version does not have")
+    metrics, _ = evaluate(generator, loader, info, device=device)
+    result = {"checkpoint": str(checkpoint), "dataset": dataset, "split": split, "eval_size": list(es.eval_size),
+              "images": len(loader.dataset), "metrics": metrics.to_json()}
+    out_dir = (out or checkpoint.parent).resolve()
+    result["metrics_file"] = str(save_json(result, out_dir / f"eval_{dataset}_{split}.json"))
+    if save_predictions is not None:
+        write_predictions(generator, loader, save_predictions.resolve(), device=device)
+    return result
+
+
+@torch.inference_mode()
+def write_predictions(generator: torch.nn.Module, loader: torch.utils.data.DataLoader, out: Path, *,
+                      device: torch.device) -> None:
+    """`<image stem>_pred_labelIds.png` per image, raw Cityscapes ids at the original resolution."""
+    lut = train_to_raw_ids()
+    pairs = loader.dataset.pairs
+    out.mkdir(parents=True, exist_ok=True)
+    for pair, (image, _) in zip(pairs, loader, strict=True):
+        with Image.open(pair.image) as im:
+            size = (im.height, im.width)
+        logits = upsample(generator(image.to(device)).float(), size)
+        pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        Image.fromarray(lut[pred]).save(out / f"{pair.stem}_pred_labelIds.png")
+
+

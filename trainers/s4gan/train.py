@@ -1,0 +1,313 @@
+"""`train(cfg, reporter=..., workdir=...)`: one s4GAN trial, anywhere (a laptop, a test, a Ray worker).
+
+Read `train` top to bottom: set up (device, seeds, data, models, optimisers, resume), then the loop of `train_step`,
+with logging, evaluation and checkpoints at their cadences. The iteration itself lives in `train_step`, built from the
+named functions of steps.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainers import metric_names as M
+from trainers.config import TrialConfig
+from trainers.data import dataset_info
+from trainers.data.pipeline import TrainData, eval_data, train_data
+from trainers.losses import build_loss
+from trainers.reporting import Reporter, TrialResult
+from trainers.s4gan import checkpoint as ckpt
+from trainers.s4gan import steps
+from trainers.s4gan.discriminator import Discriminator
+from trainers.s4gan.evaluate import evaluate, save_confusion, save_json, save_samples
+from trainers.s4gan.model import build_generator, load_pretrained
+
+log = logging.getLogger(__name__)
+KEEP_CHECKPOINTS = 2
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the term and the iteration."""
+
+
+@dataclass
+class Runtime:
+    """What a step needs besides the batches: models, optimisers, losses, and the resolved device settings."""
+
+    cfg: TrialConfig
+    device: torch.device
+    generator: nn.Module
+    discriminator: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    criterion: nn.Module
+    st_criterion: nn.Module
+    num_classes: int
+    ignore_index: int
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device.device is 'cuda' but no CUDA device is visible")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def resolve_precision(precision: str, channels_last: bool, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """fp32 -> no autocast; bf16/fp16 -> autocast; auto -> bf16 + channels_last where bf16 is fast, else fp32."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision.precision 'fp16' needs CUDA (it relies on a gradient scaler); use bf16 on CPU")
+    if precision == "auto":
+        fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else _cpu_has_fast_bf16()
+        return (torch.bfloat16, True) if fast else (None, channels_last)
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision], channels_last
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int) -> tuple[Runtime, dict[str, Any]]:
+    device = resolve_device(cfg.device.device)
+    if cfg.device.threads:
+        torch.set_num_threads(cfg.device.threads)
+    if device.type == "cuda" and cfg.device.memory_fraction:
+        torch.cuda.set_per_process_memory_fraction(cfg.device.memory_fraction, device)
+    amp_dtype, channels_last = resolve_precision(cfg.precision.precision, cfg.precision.channels_last, device)
+    info: dict[str, Any] = {"device": str(device), "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+                            "channels_last": channels_last, "threads": torch.get_num_threads()}
+    generator = build_generator(cfg.model, num_classes)
+    if cfg.model.pretrained != "none":
+        report = load_pretrained(generator, cfg.model.pretrained)
+        info["pretrained"] = {"path": str(report.path), "sha256": report.sha256, "loaded": report.loaded}
+    else:
+        info["pretrained"] = "none"  # random init: not comparable with published numbers
+    generator.to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    generator.to(memory_format=memory_format)
+    opt_g = torch.optim.SGD(generator.param_groups(cfg.optim.lr), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                            weight_decay=cfg.optim.weight_decay)
+    discriminator, opt_d = None, None
+    if cfg.s4gan.gan:
+        discriminator = Discriminator(num_classes, channels=cfg.model.d_channels, dropout=cfg.model.d_dropout)
+        discriminator.to(device).to(memory_format=memory_format)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
+    criterion = build_loss(cfg.loss, ignore_index=ignore_index, num_classes=num_classes).to(device)
+    st_criterion = criterion
+    if cfg.s4gan.st_loss == "ce":
+        from trainers.config import LossConfig
+
+        st_criterion = build_loss(LossConfig(name="ce"), ignore_index=ignore_index, num_classes=num_classes)
+    runtime = Runtime(cfg, device, generator, discriminator, opt_g, opt_d, criterion, st_criterion.to(device),
+                      num_classes, ignore_index, amp_dtype, channels_last)
+    return runtime, info
+
+
+def set_learning_rates(rt: Runtime, iteration: int) -> float:
+    o, n = rt.cfg.optim, rt.cfg.schedule.iterations
+    lr = steps.poly_lr(o.lr, iteration, n, o.poly_power)
+    for group in rt.opt_g.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+    if rt.opt_d is not None:
+        for group in rt.opt_d.param_groups:
+            group["lr"] = steps.poly_lr(o.lr_d, iteration, n, o.poly_power)
+    return lr
+
+
+def _to_device(rt: Runtime, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    image, label = batch
+    nb = rt.device.type == "cuda"
+    image = image.to(rt.device, non_blocking=nb)
+    if rt.channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, label.to(rt.device, non_blocking=nb)
+
+
+def _check_finite(terms: Mapping[str, Tensor], iteration: int) -> None:
+    for key, value in terms.items():
+        if not torch.isfinite(value):
+            raise NonFiniteLossError(f"{key} is {value.item()} at iteration {iteration}")
+
+
+def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor]:
+    """One s4GAN iteration (reference notes s4gan.md §1.4); returns detached loss terms keyed by metric name."""
+    s = rt.cfg.s4gan
+    x_l, y_l = _to_device(rt, next(data.labeled))
+    rt.opt_g.zero_grad(set_to_none=True)
+    with rt.autocast():
+        logits_l = rt.generator(x_l)
+    loss_sup = steps.supervised_loss(rt.criterion, steps.upsample(logits_l.float(), y_l.shape[-2:]), y_l)
+    terms = {M.LOSS_SUP: loss_sup}
+    if rt.discriminator is None:  # the supervised-only control
+        _check_finite(terms, iteration)
+        loss_sup.backward()
+        rt.opt_g.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    D, opt_d = rt.discriminator, rt.opt_d
+    assert opt_d is not None  # built together with D
+    x_u, _ = _to_device(rt, next(data.unlabeled))
+    x_gt, y_gt = _to_device(rt, next(data.labeled_d))
+    opt_d.zero_grad(set_to_none=True)
+    D.requires_grad_(False)
+    with rt.autocast():
+        logits_u = rt.generator(x_u)
+    logits_u = steps.upsample(logits_u.float(), x_u.shape[-2:])
+    probs_u = torch.softmax(logits_u, dim=1)  # fp32: D's class channels are probabilities, kept exact
+    fake_input = steps.discriminator_input(probs_u, steps.minmax_normalise(x_u, per_image=s.d_input_norm == "per_image"))
+    real_norm = steps.minmax_normalise(x_gt, per_image=s.d_input_norm == "per_image",
+                                       range_of=x_l if s.gt_norm_bug and s.d_input_norm == "batch_minmax" else None)
+    real_input = steps.discriminator_input(steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index), real_norm)
+    with rt.autocast():
+        d_fake, features_fake = D(fake_input)
+        _, features_real = D(real_input)
+    loss_fm = steps.feature_matching_loss(features_real.float(), features_fake.float())
+    # self-training starts after iteration 0, as the reference (its D has not been trained yet at 0)
+    selected = steps.select_confident(d_fake, s.threshold_st) & (iteration > 0)
+    loss_st = steps.self_training_loss(rt.st_criterion, logits_u, selected, rt.ignore_index)
+    terms |= {M.LOSS_FM: loss_fm, M.LOSS_ST: loss_st}
+    _check_finite(terms, iteration)
+    (loss_sup + s.lambda_fm * loss_fm + s.lambda_st * loss_st).backward()
+
+    D.requires_grad_(True)
+    with rt.autocast():
+        d_fake_detached, _ = D(fake_input.detach())
+        d_real, _ = D(real_input)
+    loss_d = steps.discriminator_loss(d_fake_detached, d_real)
+    _check_finite({M.LOSS_D: loss_d}, iteration)
+    loss_d.backward()
+    rt.opt_g.step()
+    opt_d.step()
+    terms |= {M.LOSS_D: loss_d, M.ST_ACCEPT_RATE: selected.float().mean()}
+    return {k: v.detach() for k, v in terms.items()}
+
+
+def _state(rt: Runtime, iteration: int) -> dict[str, Any]:
+    return {"iteration": iteration, "generator": rt.generator.state_dict(), "opt_g": rt.opt_g.state_dict(),
+            "discriminator": rt.discriminator.state_dict() if rt.discriminator else None,
+            "opt_d": rt.opt_d.state_dict() if rt.opt_d else None, "loss": rt.criterion.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else None}
+
+
+def _restore(rt: Runtime, state: Mapping[str, Any]) -> int:
+    rt.generator.load_state_dict(state["generator"])
+    rt.opt_g.load_state_dict(state["opt_g"])
+    if rt.discriminator is not None:
+        rt.discriminator.load_state_dict(state["discriminator"])
+        assert rt.opt_d is not None
+        rt.opt_d.load_state_dict(state["opt_d"])
+    rt.criterion.load_state_dict(state["loss"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and rt.device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["iteration"])
+
+
+def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
+                    reporter: Reporter) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Every evaluation set under its own metric prefix; on the final one also the pictures and per-class JSON."""
+    values: dict[str, float] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    for es in rt.cfg.eval:
+        info, loader = eval_data(es, synth_images=rt.cfg.dataset.synth_images)
+        keep = rt.cfg.schedule.num_samples if final else 0
+        metrics, samples = evaluate(rt.generator, loader, info, device=rt.device, autocast=rt.autocast(),
+                                    channels_last=rt.channels_last, keep=keep)
+        values |= metrics.as_metrics(es.metric_key)
+        reports[es.metric_key] = metrics.to_json()
+        if final:
+            out = workdir / "artifacts"
+            for path in (save_json(metrics.to_json(), out / f"per_class_{es.metric_key}.json"),
+                         save_confusion(metrics, out / f"confusion_{es.metric_key}.png"),
+                         save_samples(samples, info, out / f"samples_{es.metric_key}.png")):
+                if path is not None:
+                    reporter.artifact(path)
+    return values, reports
+
+
+def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path | None = None) -> TrialResult:
+    """Train one trial; evaluation metrics, artifacts and checkpoints go to `reporter`, files under `workdir`."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    sched = cfg.schedule
+    info_dataset = dataset_info(cfg.dataset.name)
+    rt, info = build_runtime(cfg, info_dataset.num_classes, info_dataset.labels.ignore_index)
+    state = ckpt.load(resume) if resume is not None else None
+    start = int(state["iteration"]) if state else 0
+    batches = {"labeled": sched.batch_labeled, "labeled_d": sched.batch_d, "unlabeled": sched.batch_unlabeled}
+    data = train_data(cfg.dataset, batches=batches, seed=cfg.seed, split_seed=cfg.split_seed,
+                      workers=cfg.device.workers, start_iteration=start, pin_memory=rt.device.type == "cuda")
+    info["data"] = {"root": str(data.root), **data.split.fingerprint, "labeled": len(data.split.labeled),
+                    "unlabeled": len(data.split.unlabeled)}
+    if state:
+        _restore(rt, state)  # after the loaders exist: restores the RNG exactly as it was at the save
+        log.info("resumed from %s at iteration %d", resume, start)
+    rt.generator.train()
+    if rt.discriminator is not None:
+        rt.discriminator.train()
+
+    t0 = time.perf_counter()
+    window: dict[str, Tensor] = {}
+    window_start, window_t = start, time.perf_counter()
+    last_eval: dict[str, float] = {}
+    reports: dict[str, dict[str, Any]] = {}
+    last_checkpoint: Path | None = None
+    for iteration in range(start, sched.iterations):
+        lr = set_learning_rates(rt, iteration)
+        terms = train_step(rt, data, iteration)
+        for key, value in terms.items():  # summed on the device; read back once per log window
+            window[key] = window.get(key, 0) + value
+        done = iteration + 1
+        if done % sched.log_every == 0 or done == sched.iterations:
+            n = done - window_start
+            values = {k: float(v) / n for k, v in window.items()}
+            values |= {M.LR: lr, M.STEP_TIME: (time.perf_counter() - window_t) / n}
+            reporter.metrics(done, values)
+            window, window_start, window_t = {}, done, time.perf_counter()
+        final = done == sched.iterations
+        if done % sched.eval_every == 0 or final:
+            last_eval, reports = run_evaluations(rt, done, workdir, final=final, reporter=reporter)
+            reporter.metrics(done, last_eval)
+        if done % sched.checkpoint_every == 0 or final:
+            last_checkpoint = ckpt.save(workdir / "checkpoints" / ckpt.checkpoint_name(done), _state(rt, done),
+                                        cfg.to_dict())
+            reporter.checkpoint(done, last_checkpoint, last_eval)
+            ckpt.prune(workdir / "checkpoints", KEEP_CHECKPOINTS)
+
+    if state and start >= sched.iterations:  # resumed a finished trial: evaluate so the result is complete
+        last_eval, reports = run_evaluations(rt, start, workdir, final=True, reporter=reporter)
+    result = TrialResult(iterations=sched.iterations, wall_s=time.perf_counter() - t0, metrics=last_eval,
+                         evaluations=reports, checkpoint=last_checkpoint, info=info)
+    metrics_file = save_json({"config": cfg.to_dict(), "info": info, "metrics": last_eval, "evaluations": reports,
+                              "iterations": sched.iterations}, workdir / "metrics.json")
+    reporter.artifact(metrics_file)
+    reporter.result(result)
+    return result
