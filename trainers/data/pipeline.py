@@ -64,7 +64,8 @@ class InfiniteSampler(Sampler[tuple[int, int]]):
         draw = self.start
         while True:
             epoch, pos = divmod(draw, self.n)
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, self.stream, epoch)))
+            generator = torch.Generator().manual_seed(_seed(self.seed, self.stream, epoch))
+            order = torch.randperm(self.n, generator=generator)
             for i in order[pos:].tolist():
                 yield i, draw
                 draw += 1

@@ -180,9 +180,10 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
         logits_u = rt.generator(x_u)
     logits_u = steps.upsample(logits_u.float(), x_u.shape[-2:])
     probs_u = torch.softmax(logits_u, dim=1)  # fp32: D's class channels are probabilities, kept exact
-    fake_input = steps.discriminator_input(probs_u, steps.minmax_normalise(x_u, per_image=s.d_input_norm == "per_image"))
-    real_norm = steps.minmax_normalise(x_gt, per_image=s.d_input_norm == "per_image",
-                                       range_of=x_l if s.gt_norm_bug and s.d_input_norm == "batch_minmax" else None)
+    per_image = s.d_input_norm == "per_image"
+    fake_input = steps.discriminator_input(probs_u, steps.minmax_normalise(x_u, per_image=per_image))
+    real_norm = steps.minmax_normalise(x_gt, per_image=per_image,
+                                       range_of=x_l if s.gt_norm_bug and not per_image else None)
     real_input = steps.discriminator_input(steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index), real_norm)
     with rt.autocast():
         d_fake, features_fake = D(fake_input)
@@ -293,6 +294,7 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
             reporter.metrics(done, values)
             window, window_start, window_t = {}, done, time.perf_counter()
         final = done == sched.iterations
+        paused = time.perf_counter()
         if done % sched.eval_every == 0 or final:
             last_eval, reports = run_evaluations(rt, done, workdir, final=final, reporter=reporter)
             reporter.metrics(done, last_eval)
@@ -301,6 +303,7 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
                                         cfg.to_dict())
             reporter.checkpoint(done, last_checkpoint, last_eval)
             ckpt.prune(workdir / "checkpoints", KEEP_CHECKPOINTS)
+        window_t += time.perf_counter() - paused  # time/step_s measures training steps only
 
     if state and start >= sched.iterations:  # resumed a finished trial: evaluate so the result is complete
         last_eval, reports = run_evaluations(rt, start, workdir, final=True, reporter=reporter)

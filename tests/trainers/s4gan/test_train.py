@@ -1,0 +1,99 @@
+"""The real trainer through the `micro` preset on generated scenes: reporting, resume, self-training, failures."""
+
+import json
+
+import pytest
+import torch
+
+from trainers import metric_names as M
+from trainers.config import TrialConfig
+from trainers.data.labels import CITYSCAPES
+from trainers.reporting import ListReporter
+from trainers.s4gan import checkpoint as ckpt
+from trainers.s4gan.train import NonFiniteLossError, train
+
+pytestmark = pytest.mark.slow
+
+
+def micro(**overrides) -> TrialConfig:
+    return TrialConfig.from_dict({"preset": "micro", **overrides})
+
+
+def test_a_micro_trial_reports_every_metric_artifact_and_checkpoint(tmp_path):
+    rep = ListReporter()
+    result = train(micro(), reporter=rep, workdir=tmp_path)
+    logged = set().union(*(v.keys() for _, v in rep.metric_calls))
+    assert {M.LOSS_SUP, M.LOSS_FM, M.LOSS_ST, M.LOSS_D, M.ST_ACCEPT_RATE, M.STEP_TIME} <= logged
+    for name in CITYSCAPES.classes:  # every class, in dataset order, also those at 0
+        assert M.val_class("synth", "iou", name) in result.metrics
+    assert 0.0 <= result.metrics[M.val("synth", "miou")] <= 1.0
+    assert [step for step, _ in rep.series(M.LOSS_SUP)] == [2, 4, 6]
+    assert [step for step, _, _ in rep.checkpoints] == [3, 6]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_000003", "checkpoint_000006"]
+    names = {p.name for p in rep.artifacts}
+    assert {"per_class_synth.json", "confusion_synth.png", "samples_synth.png", "metrics.json"} <= names
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert TrialConfig.from_dict(saved["config"]) == micro()
+    assert saved["info"]["precision"] == "float32" and saved["info"]["pretrained"] == "none"
+    assert len(saved["evaluations"]["synth"]["confusion"]) == 19
+    assert not list(tmp_path.rglob(".*tmp-*"))  # nothing half-written left behind
+
+
+def test_a_resumed_trial_continues_exactly_as_the_uninterrupted_one(tmp_path):
+    cfg = micro()  # checkpoints at 3 and 6; both are kept
+    whole = ListReporter()
+    train(cfg, reporter=whole, workdir=tmp_path / "whole")
+    mid = tmp_path / "whole" / "checkpoints" / "checkpoint_000003"
+    assert ckpt.load(mid)["iteration"] == 3
+    resumed = ListReporter()
+    result = train(cfg, reporter=resumed, workdir=tmp_path / "resumed", resume=mid)
+    whole_final = ckpt.load(tmp_path / "whole" / "checkpoints" / "checkpoint_000006")
+    resumed_final = ckpt.load(result.checkpoint)
+    for part in ("generator", "discriminator", "opt_g"):
+        flat_a, flat_b = _tensors(whole_final[part]), _tensors(resumed_final[part])
+        assert flat_a.keys() == flat_b.keys()
+        for key in flat_a:
+            assert torch.equal(flat_a[key], flat_b[key]), f"{part}: {key}"
+    assert whole.series(M.LOSS_SUP)[-1] == resumed.series(M.LOSS_SUP)[-1]
+    assert whole.results[0].metrics == result.metrics
+
+
+def _tensors(tree, prefix=""):
+    """Flatten a nested state dict into {path: tensor}."""
+    out = {}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else []
+    for key, value in items:
+        if isinstance(value, torch.Tensor):
+            out[f"{prefix}{key}"] = value
+        else:
+            out |= _tensors(value, f"{prefix}{key}.")
+    return out
+
+
+def _final_generator(tmp_path, name, **s4gan):
+    cfg = micro(schedule={"iterations": 2, "eval_every": 2, "checkpoint_every": 2, "log_every": 1},
+                s4gan={"lambda_fm": 0.0, **s4gan})
+    result = train(cfg, reporter=ListReporter(), workdir=tmp_path / name)
+    return ckpt.load(result.checkpoint)["generator"]
+
+
+def test_self_training_sends_gradient_into_the_generator(tmp_path):
+    all_selected = _final_generator(tmp_path, "all", threshold_st=0.0)
+    none_selected = _final_generator(tmp_path, "none", threshold_st=1.0)
+    no_st = _final_generator(tmp_path, "off", threshold_st=0.0, lambda_st=0.0)
+    changed = [k for k in all_selected if not torch.equal(all_selected[k], none_selected[k])]
+    assert any(k.startswith("backbone") for k in changed) and any(k.startswith("classifier") for k in changed)
+    assert all(torch.equal(none_selected[k], no_st[k]) for k in no_st)  # nothing selected == no ST term
+
+
+def test_the_supervised_only_control_has_no_discriminator(tmp_path):
+    rep = ListReporter()
+    result = train(micro(s4gan={"gan": False}), reporter=rep, workdir=tmp_path)
+    logged = set().union(*(v.keys() for _, v in rep.metric_calls))
+    assert M.LOSS_SUP in logged and M.LOSS_D not in logged and M.LOSS_FM not in logged
+    assert ckpt.load(result.checkpoint)["discriminator"] is None
+
+
+def test_a_non_finite_loss_stops_the_trial_naming_term_and_iteration(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"train/loss_sup is (nan|inf) at iteration 1"):
+        train(micro(optim={"lr": 1e30}), reporter=ListReporter(), workdir=tmp_path)
