@@ -33,6 +33,12 @@ def _positive_pair(path: str, value: tuple[int, int]) -> None:
     _require(len(value) == 2 and all(v > 0 for v in value), path, "must be two positive integers (H, W)", value)
 
 
+def _check_dataset_name(path: str, name: str) -> None:
+    from trainers.data import DATASETS  # late: the data layer builds on this module
+
+    _require(name in DATASETS, path, f"must be one of {', '.join(sorted(DATASETS))}", name)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     """Where the training images come from and how they are cut into crops."""
@@ -47,6 +53,7 @@ class DatasetConfig:
     synth_images: int = 48  # `synth` only: train images generated (val gets a quarter)
 
     def __post_init__(self) -> None:
+        _check_dataset_name("dataset.name", self.name)
         _require(0.0 < self.labeled_ratio <= 1.0, "dataset.labeled_ratio", "must be in (0, 1]", self.labeled_ratio)
         _require(0.0 < self.scale <= 4.0, "dataset.scale", "must be in (0, 4]", self.scale)
         _positive_pair("dataset.crop_size", self.crop_size)
@@ -66,6 +73,7 @@ class EvalSetConfig:
     key: str | None = None  # metric prefix; defaults to `name`
 
     def __post_init__(self) -> None:
+        _check_dataset_name("eval.name", self.name)
         _positive_pair("eval.eval_size", self.eval_size)
         _require(self.max_images is None or self.max_images > 0, "eval.max_images", "must be > 0", self.max_images)
         _require(self.split in ("train", "val"), "eval.split", "must be 'train' or 'val'", self.split)
@@ -262,7 +270,12 @@ class TrialConfig:
 def fold_loss_options(loss: Mapping[str, Any]) -> dict[str, Any]:
     """Accept the sweep-file form `{name: focal, gamma: 2}` beside `{name: focal, options: {gamma: 2}}`."""
     flat = {k: v for k, v in loss.items() if k not in ("name", "options")}
-    options = {**dict(loss.get("options") or {}), **flat}
+    given = loss.get("options") or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"loss.options: expected a mapping, but got {given!r}")
+    if not isinstance(loss.get("name", "ce"), str):
+        raise ConfigError(f"loss.name: expected a string, but got {loss.get('name')!r}")
+    options = {**dict(given), **flat}
     return {"name": loss.get("name", "ce"), "options": options}
 
 

@@ -64,6 +64,10 @@ def test_configs_are_frozen():
     ({"loss": {"name": "hinge"}}, "loss.name: unknown loss 'hinge'; valid losses are ce, combo, dice, focal"),
     ({"preset": "huge"}, "preset: unknown preset 'huge'; valid presets are paper, tiny, micro"),
     ({"eval": []}, "eval: must list at least one evaluation set"),
+    ({"dataset": {"name": "kitti"}}, "dataset.name: must be one of cityscapes, synth, but got 'kitti'"),
+    ({"eval": [{"name": "kitti"}]}, "eval.name: must be one of cityscapes, synth, but got 'kitti'"),
+    ({"loss": {"name": ["ce"]}}, "loss.name: expected a string, but got ['ce']"),
+    ({"loss": {"name": "ce", "options": [1]}}, "loss.options: expected a mapping, but got [1]"),
     ({"eval": [{"name": "synth"}, {"name": "synth"}]}, "eval: evaluation sets need distinct names"),
 ])
 def test_invalid_values_are_rejected_with_field_rule_and_value(override, message):
