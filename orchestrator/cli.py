@@ -20,11 +20,13 @@ class UsageError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from orchestrator.runs import RunError
     from orchestrator.spec import SpecError
+    from orchestrator.tracking import TrackingError
     from trainers.config import ConfigError
     from trainers.data import DataError
 
-    return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError)
+    return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError)
 
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -37,8 +39,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(spec))
         return 0
-    raise UsageError("running a sweep on Ray Tune is not built yet (the sweep-engine issue); "
-                     "use `s4sweep sweep SPEC --dry-run` or run one trial with `s4sweep train SPEC --trial N`")
+    from orchestrator.sweep import launch
+
+    outcome = launch(spec, storage=args.storage, run_name=args.run_name, resume=args.resume,
+                     tracking_uri=args.tracking_uri, address=args.address, max_concurrent=args.max_concurrent,
+                     trigger=args.trigger)
+    print(outcome.table)
+    print(f"sweep run {outcome.run.run_id}: {outcome.run.status} (MLflow experiment {spec.name!r}, "
+          f"parent run {outcome.run.parent_run_id}, tracking {outcome.run.tracking_uri})")
+    return outcome.exit_code
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from orchestrator.runs import storage_root
+    from orchestrator.sweep import tracking_uri_for
+    from orchestrator.tracking import serve_ui
+
+    uri = tracking_uri_for(storage_root(args.storage), args.tracking_uri)
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    return serve_ui(uri, host=args.host, port=args.port)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -112,6 +131,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "data synth": cmd_data_synth,
     "data check": cmd_data_check,
     "spaces": cmd_spaces,
+    "ui": cmd_ui,
 }
 
 
@@ -123,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a sweep file (default: the shipped smoke sweep)")
     p.add_argument("spec", nargs="?", help="sweep file path or shipped name (see `s4sweep spaces`)")
     p.add_argument("--dry-run", action="store_true", help="print the trial count, what varies and a compute estimate")
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                   help="continue the latest unfinished run of this sweep, or the named run")
+    p.add_argument("--run-name", help="the new run's id (default <sweep>-<UTC timestamp>)")
+    p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else a private local one)")
+    p.add_argument("--storage", help="run directory root or shared storage (default: $S4SWEEP_HOME, else ./runs)")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else embedded)")
+    p.add_argument("--trigger", default="manual", help="recorded on the run, e.g. nightly")
 
     p = sub.add_parser("train", help="train one trial of a sweep file, without Ray")
     p.add_argument("spec")
@@ -154,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", nargs="+", default=["train", "val"])
 
     sub.add_parser("spaces", help="list the shipped sweep files")
+    p = sub.add_parser("ui", help="serve the MLflow UI on the embedded store (127.0.0.1)")
+    p.add_argument("--storage")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
     return parser
 
 

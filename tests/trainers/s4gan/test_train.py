@@ -95,5 +95,5 @@ def test_the_supervised_only_control_has_no_discriminator(tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_trial_naming_term_and_iteration(tmp_path):
-    with pytest.raises(NonFiniteLossError, match=r"train/loss_sup is (nan|inf) at iteration 1"):
+    with pytest.raises(NonFiniteLossError, match=r"^train/loss_sup is (nan|inf) at iteration [0-9]+$"):
         train(micro(optim={"lr": 1e30}), reporter=ListReporter(), workdir=tmp_path)

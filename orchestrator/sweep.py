@@ -1,0 +1,194 @@
+"""`s4sweep sweep`: a sweep file becomes a tracked, resumable sweep run (no Ray import here: see tune_backend).
+
+Order of work, so that nothing is scheduled on a broken footing: resolve storage and the run id, prepare and scan
+every dataset, check the tracking store, create (or find again) the MLflow parent run, then hand the trials to Ray
+Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and print the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import runs
+from orchestrator.spec import OptunaSearch, SweepSpec
+from trainers.config import TrialConfig
+from trainers.data import DataError, dataset_info, resolve_root
+from trainers.data.check import check_dataset
+
+log = logging.getLogger(__name__)
+INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    run: runs.RunState
+    exit_code: int
+    table: str
+
+
+def tracking_uri_for(root: Path, given: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the storage root."""
+    from orchestrator.tracking import embedded_uri
+
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(root)
+
+
+def prepare_data(trials: Iterable[TrialConfig]) -> dict[str, str]:
+    """Generate `synth` data where needed and scan every dataset tree; any broken file stops the launch here."""
+    fingerprints: dict[str, str] = {}
+    seen: set[Path] = set()
+    for cfg in trials:
+        sources = [(cfg.dataset.name, cfg.dataset.root, ("train", "val"))]
+        sources += [(e.name, e.root, (e.split,)) for e in cfg.eval]
+        for name, root, splits in sources:
+            path = resolve_root(name, root, synth_images=cfg.dataset.synth_images)
+            if path in seen:
+                continue
+            seen.add(path)
+            problems, counted = check_dataset(path, splits=splits, table=dataset_info(name).labels)
+            if problems:
+                shown = "\n  ".join(problems[:20])
+                more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+                raise DataError(f"{path}: {len(problems)} problem(s) in {counted} files; nothing was scheduled:"
+                                f"\n  {shown}{more}")
+            from trainers.data.cityscapes import file_list_hash, find_pairs
+
+            fingerprints[f"{name}:{path}"] = file_list_hash(find_pairs(path, "train"), path)
+    return fingerprints
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None = None, resume: str | None = None,
+           tracking_uri: str | None = None, address: str | None = None, max_concurrent: int | None = None,
+           trigger: str = "manual", ray_temp_dir: str | None = None) -> SweepOutcome:
+    """Start a new run of `spec` (or continue one: `resume` = a run id, or "" for the latest unfinished)."""
+    from orchestrator import tracking, tune_backend
+
+    root = runs.storage_root(storage)
+    trials, names = spec.trials(), spec.trial_names()
+    if isinstance(spec.search, OptunaSearch) and len(trials) > 1:
+        raise runs.RunError(f"{spec.source}: an Optuna search runs one seed; set `base.seed` instead of a seed axis "
+                            "(replicate the best point afterwards with a grid sweep)")
+    if resume is not None:
+        state = runs.load(root, resume) if resume else runs.latest(root, spec.name, statuses=("running", "interrupted"))
+        uri = state.tracking_uri
+    else:
+        uri = tracking_uri_for(root, tracking_uri)
+        state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
+                              spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
+    fingerprints = prepare_data(trials)
+    tracking.check_reachable(uri)
+    tracking.init_store(uri)
+    tracker = tracking.Tracker(uri, artifact_root=root / "mlartifacts")
+    experiment = tracker.experiment(spec.name)
+    if resume is None:
+        state = runs.create(root, state)
+        parent = tracker.start_parent(experiment, run_name=state.run_id, tags={
+            "s4sweep.sweep": spec.name, "s4sweep.run": state.run_id, "s4sweep.spec_sha256": spec.sha256,
+            "s4sweep.git_sha": git_sha(), "s4sweep.trigger": trigger,
+            **{f"s4sweep.data.{k}": v for k, v in fingerprints.items()}})
+        tracker.log_dict(parent, tracking.environment_info(), "environment.json")
+        tracker.log_artifact(parent, Path(spec.source)) if Path(spec.source).is_file() else None
+        state = runs.update(root, state, experiment_id=experiment, parent_run_id=parent, status="running")
+    else:
+        tracker.resume(state.parent_run_id)
+        killed = tracker.reconcile(experiment, state.parent_run_id)
+        log.info("resuming %s (parent run %s); %d orphaned child run(s) marked KILLED", state.run_id,
+                 state.parent_run_id, len(killed))
+        state = runs.update(root, state, status="running")
+
+    plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
+    started = tune_backend.connect(address, temp_dir=ray_temp_dir)
+    try:
+        outcomes = tune_backend.run(plan, resume=resume is not None)
+    finally:
+        tune_backend.shutdown(started)
+    tracker.reconcile(experiment, state.parent_run_id)
+    return _finish(spec, root, state, tracker, outcomes)
+
+
+def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Path, state: runs.RunState, uri: str,
+          max_concurrent: int | None) -> Any:
+    from orchestrator.tune_backend import TrialPlan
+
+    search, scheduler = spec.search, spec.scheduler
+    metric = getattr(search, "metric", None) or f"val/{trials[0].eval[0].metric_key}/miou"
+    mode = getattr(search, "mode", None) or "max"
+    fault = os.environ.get("S4SWEEP_INJECT_FAULT")
+    return TrialPlan(
+        configs=tuple(t.to_dict() for t in trials), names=tuple(names), run_dir=str(runs.run_dir(root, state.run_id)),
+        tracking_uri=uri, experiment_id=state.experiment_id, parent_run_id=state.parent_run_id,
+        sweep_run=state.run_id, metric=metric, mode=mode, cpu=spec.resources.cpu, gpu=spec.resources.gpu,
+        optuna_space={k: dict(v) for k, v in search.space.items()} if isinstance(search, OptunaSearch) else None,
+        optuna={"num_samples": search.num_samples, "seed": search.seed} if isinstance(search, OptunaSearch) else {},
+        asha={"grace_iters": scheduler.grace_iters, "reduction_factor": scheduler.reduction_factor}
+        if hasattr(scheduler, "grace_iters") else None,
+        max_concurrent=max_concurrent, fault=json.loads(fault) if fault else None)
+
+
+def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, outcomes: list[Any]) -> SweepOutcome:
+    errors = [o for o in outcomes if o.status == "error"]
+    unfinished = [o for o in outcomes if o.status == "unfinished"]
+    children = tracker.children(state.experiment_id, state.parent_run_id)
+    first_eval = spec.trials()[0].eval[0]
+    table = comparison_table(children, eval_key=first_eval.metric_key,
+                             classes=dataset_info(first_eval.name).labels.classes)
+    if unfinished:
+        log.warning("sweep run %s interrupted: %d trial(s) unfinished. Continue it with:\n  s4sweep sweep %s "
+                    "--resume %s", state.run_id, len(unfinished), spec.source, state.run_id)
+        return SweepOutcome(runs.update(root, state, status="interrupted"), INTERRUPTED, table)
+    for o in errors:
+        log.error("trial %s failed: %s", o.name, o.error)
+    status = "failed" if errors else "finished"
+    tracker.log_text(state.parent_run_id, table, "comparison.md")
+    tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",
+                error=f"{len(errors)} trial(s) failed" if errors else None)
+    return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)
+
+
+def comparison_table(children: list[Any], *, eval_key: str, classes: Iterable[str]) -> str:
+    """A first per-class IoU table: rows = classes, columns = variants (trial name without its seed), mean over seeds."""
+    finished = [c for c in children if c.status == "FINISHED"]
+    if not finished:
+        return "(no finished trials)"
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for child in finished:
+        groups[_variant(child.name)].append(child)
+    variants = list(groups)
+    rows = [("class", *variants)]
+    for key in ("miou", "miou_all"):
+        rows.append((key, *(_mean(groups[v], f"val/{eval_key}/{key}") for v in variants)))
+    for cls in classes:
+        rows.append((cls, *(_mean(groups[v], f"val/{eval_key}/iou/{cls}") for v in variants)))
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows]
+    lines.insert(1, "-|-".join("-" * w for w in width))
+    seeds = {v: len(g) for v, g in groups.items()}
+    return f"per-class IoU (%) on {eval_key}, mean over seeds {seeds}\n" + "\n".join(lines)
+
+
+def _variant(trial_name: str) -> str:
+    head, _, tail = trial_name.rpartition("-s")
+    return head if head and tail.isdigit() else trial_name
+
+
+def _mean(children: list[Any], key: str) -> str:
+    values = [c.metrics[key] for c in children if key in c.metrics]
+    return f"{100 * sum(values) / len(values):.1f}" if values else "-"
+

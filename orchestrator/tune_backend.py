@@ -1,0 +1,301 @@
+"""The only module that imports Ray: one Tune trial per TrialConfig, each training s4GAN and tracked in MLflow.
+
+The ML stays in `trainers.s4gan.train`; this file is the glue: a function trainable that re-attaches to its MLflow
+child run on retry or restore (the run id travels inside the Tune checkpoint), a Reporter that forwards to MLflow and
+`tune.report`, and the Tuner set-up (resources, retries, checkpoints, Optuna search, ASHA, progress).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+from orchestrator.tracking import Tracker
+from trainers.config import TrialConfig
+from trainers.reporting import TrialResult
+
+log = logging.getLogger(__name__)
+TRACKING_FILE = "tracking.json"
+ITERATION = "iteration"  # the time attribute Tune's schedulers read
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialPlan:
+    """Everything a trial needs, shipped once to the workers through the object store."""
+
+    configs: tuple[dict[str, Any], ...]
+    names: tuple[str, ...]
+    run_dir: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_run: str
+    metric: str
+    mode: str
+    cpu: float
+    gpu: float
+    optuna_space: dict[str, dict[str, Any]] | None = None  # dotted TrialConfig path -> {low, high, log} | {choices}
+    optuna: dict[str, Any] = field(default_factory=dict)  # num_samples, seed
+    asha: dict[str, Any] | None = None  # grace_iters, reduction_factor
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    fault: dict[str, Any] | None = None  # S4SWEEP_INJECT_FAULT, for failure tests only
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    name: str
+    status: str  # finished | error | unfinished
+    error: str | None
+    metrics: dict[str, Any]
+
+
+# --- inside a trial (Ray worker) -----------------------------------------------------------------------------
+
+
+class TuneReporter:
+    """Forwards the trainer's numbers to MLflow, and its checkpoints (with the MLflow run id inside) to Tune."""
+
+    def __init__(self, tracker: Tracker, run_id: str, *, trial: str, fault: Mapping[str, Any] | None) -> None:
+        self.tracker, self.run_id, self.trial, self.fault = tracker, run_id, trial, fault
+
+    def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        self.tracker.log_metrics(self.run_id, step, values)
+
+    def artifact(self, path: Path) -> None:
+        self.tracker.log_artifact(self.run_id, path)
+
+    def checkpoint(self, step: int, directory: Path, values: Mapping[str, float]) -> None:
+        (directory / TRACKING_FILE).write_text(json.dumps({"run_id": self.run_id, "trial": self.trial}))
+        tune.report({**values, ITERATION: step}, checkpoint=Checkpoint.from_directory(str(directory)))
+        self._maybe_inject_fault(step)
+
+    def result(self, result: TrialResult) -> None:
+        self.tracker.log_dict(self.run_id, {"iterations": result.iterations, "wall_s": result.wall_s,
+                                            **result.info}, "trial_info.json")
+
+    def _maybe_inject_fault(self, step: int) -> None:
+        """Fail once at a chosen trial and iteration (the marker file makes it once): failure tests only."""
+        f = self.fault
+        if not f or f.get("trial") != self.trial or int(f.get("at_iteration", -1)) != step:
+            return
+        marker = Path(f["marker"])
+        if marker.exists():
+            return
+        marker.write_text(f"{self.trial}@{step}")
+        if f.get("kind") == "sigkill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected fault in {self.trial} at iteration {step}")
+
+
+def _restored_checkpoint(workdir: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint Tune hands a retried or restored trial, copied locally, and the MLflow run id inside it."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None, None
+    local = workdir / "restored"
+    shutil.rmtree(local, ignore_errors=True)
+    checkpoint.to_directory(str(local))
+    run_id = json.loads((local / TRACKING_FILE).read_text())["run_id"]
+    return local, run_id
+
+
+def optuna_trial_name(template: str, params: Mapping[str, Any]) -> str:
+    parts = [f"{path.split('.')[-1][:1]}{value:.3g}" if isinstance(value, float) else f"{path.split('.')[-1]}{value}"
+             for path, value in sorted(params.items())]
+    return "-".join([template.split("-s")[0], *parts])
+
+
+def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
+    """The function trainable: one s4GAN trial, its MLflow child run, and its Tune checkpoints."""
+    from orchestrator.spec import apply_params
+    from trainers.s4gan.train import train
+
+    index = int(config["trial"])
+    cfg = TrialConfig.from_dict(plan.configs[index])
+    name = plan.names[index]
+    params = config.get("params") or {}
+    if params:
+        cfg = apply_params(cfg, params)
+        name = optuna_trial_name(name, params)
+    threads = max(1, int(plan.cpu))
+    cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
+    workdir = Path(plan.run_dir) / "trials" / name
+    tracker = Tracker(plan.tracking_uri)
+    resume, run_id = _restored_checkpoint(workdir)
+    if run_id is None:  # a retry that failed before its first checkpoint keeps its run too
+        run_id = next((c.run_id for c in tracker.children(plan.experiment_id, plan.parent_run_id)
+                       if c.tags.get("s4sweep.trial") == name), None)
+    if run_id is None:
+        run_id = tracker.start_child(plan.experiment_id, plan.parent_run_id, run_name=name, params=cfg.to_dict(),
+                                     tags={"s4sweep.trial": name, "s4sweep.run": plan.sweep_run,
+                                           "s4sweep.tune_trial_id": tune.get_context().get_trial_id() or ""})
+    else:
+        tracker.resume(run_id)
+    reporter = TuneReporter(tracker, run_id, trial=name, fault=plan.fault)
+    try:
+        train(cfg, reporter=reporter, workdir=workdir, resume=resume)
+    except BaseException as e:
+        tracker.end(run_id, "FAILED", error=f"{type(e).__name__}: {e}")
+        raise
+    tracker.end(run_id, "FINISHED")
+
+
+# --- the driver ------------------------------------------------------------------------------------------------
+
+
+class Progress(tune.Callback):
+    """One status line per change: running / pending / done / failed, best so far, elapsed and remaining time."""
+
+    def __init__(self, total: int, metric: str, mode: str, concurrency: int) -> None:
+        self.total, self.metric, self.mode, self.concurrency = total, metric, mode, max(1, concurrency)
+        self.t0 = time.monotonic()
+        self.running: set[str] = set()
+        self.done: dict[str, float] = {}
+        self.failed: set[str] = set()
+        self.started: dict[str, float] = {}
+        self.best: tuple[float, str] | None = None
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(str(trial))
+        self.started.setdefault(str(trial), time.monotonic())
+        self._print()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):
+            better = self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+            if better:
+                self.best = (float(value), str(trial))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(str(trial))
+        self.done[str(trial)] = time.monotonic() - self.started.get(str(trial), self.t0)
+        self._print()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(str(trial))
+        self.failed.add(str(trial))
+        self._print()
+
+    def _print(self) -> None:
+        elapsed = time.monotonic() - self.t0
+        finished = len(self.done) + len(self.failed)
+        pending = max(0, self.total - finished - len(self.running))
+        eta = ""
+        if self.done:
+            per_trial = sum(self.done.values()) / len(self.done)
+            eta = f", about {_clock(per_trial * (self.total - finished) / self.concurrency)} left"
+        best = f" | best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
+        log.info("trials: %d running, %d pending, %d done, %d failed%s | elapsed %s%s", len(self.running), pending,
+                 len(self.done), len(self.failed), best, _clock(elapsed), eta)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, temp_dir: str | None = None) -> bool:
+    """Attach to --address / RAY_ADDRESS (a cluster, or the one a Ray job runs in), else start a private local one.
+
+    Never `ray.init()` without an address: that attaches to whatever cluster the machine's current-cluster file
+    names, possibly somebody else's. Returns whether this call started Ray (and so should shut it down).
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
+                 configure_logging=False)
+    return True
+
+
+def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, int]:
+    scheduler = None
+    if plan.asha:
+        iterations = min(int(c["schedule"]["iterations"]) for c in plan.configs)
+        scheduler = tune.schedulers.ASHAScheduler(time_attr=ITERATION, max_t=iterations,
+                                                  grace_period=int(plan.asha["grace_iters"]),
+                                                  reduction_factor=float(plan.asha.get("reduction_factor", 2)))
+    if plan.optuna_space is None:
+        return {"trial": tune.grid_search(list(range(len(plan.configs))))}, None, scheduler, 1
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    space: dict[str, Any] = {}
+    for path, dist in plan.optuna_space.items():
+        if "choices" in dist:
+            space[path] = tune.choice(list(dist["choices"]))
+        elif dist.get("log"):
+            space[path] = tune.loguniform(float(dist["low"]), float(dist["high"]))
+        else:
+            space[path] = tune.uniform(float(dist["low"]), float(dist["high"]))
+    seed = int(plan.optuna.get("seed", 0))
+    search = OptunaSearch(metric=plan.metric, mode=plan.mode, sampler=TPESampler(seed=seed))
+    return {"trial": 0, "params": space}, search, scheduler, int(plan.optuna["num_samples"])
+
+
+def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) -> list[TrialOutcome]:
+    """Run (or continue) the trials of one sweep run; returns one outcome per Tune trial."""
+    tune_dir = Path(plan.run_dir) / "tune"
+    # our own MLflow child runs carry the metrics: no TensorBoard/CSV/JSON loggers in every trial directory
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"cpu": plan.cpu, "gpu": plan.gpu})
+    if resume and Tuner.can_restore(str(tune_dir)):
+        # our own storage only: Tune's experiment state is a pickle
+        tuner = Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        param_space, search, scheduler, num_samples = _search_and_scheduler(plan)
+        total = len(plan.configs) if search is None else num_samples
+        progress = Progress(total, plan.metric, plan.mode, plan.max_concurrent or total)
+        tuner = Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=TuneConfig(metric=plan.metric, mode=plan.mode, search_alg=search, scheduler=scheduler,
+                                   num_samples=num_samples, max_concurrent_trials=plan.max_concurrent,
+                                   trial_name_creator=lambda t: _trial_name(plan, t.config),
+                                   trial_dirname_creator=lambda t: f"{_trial_name(plan, t.config)}-{t.trial_id}"),
+            run_config=RunConfig(
+                name="tune", storage_path=str(Path(plan.run_dir)), verbose=0,
+                failure_config=FailureConfig(max_failures=plan.max_failures),
+                # two checkpoints per trial are kept (the best by the sweep metric and the latest); the trainer
+                # keeps its own last two locally
+                checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=plan.metric,
+                                                   checkpoint_score_order=plan.mode),
+                callbacks=[progress, *(callbacks or [])]))
+    results = tuner.fit()  # returns normally after Ctrl-C too: the caller decides from the outcomes
+    outcomes = []
+    for result in results:
+        cfg = result.config or {}
+        done = bool(result.metrics.get("done")) and result.error is None
+        status = "error" if result.error is not None else "finished" if done else "unfinished"
+        outcomes.append(TrialOutcome(_trial_name(plan, cfg), status, None if result.error is None
+                                     else f"{type(result.error).__name__}: {result.error}", dict(result.metrics)))
+    return outcomes
+
+
+def _trial_name(plan: TrialPlan, config: Mapping[str, Any]) -> str:
+    name = plan.names[int(config.get("trial", 0))]
+    params = config.get("params")
+    return optuna_trial_name(name, params) if params else name
+
+
+def shutdown(started: bool) -> None:
+    if started and ray.is_initialized():
+        ray.shutdown()
