@@ -163,7 +163,7 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
 
 
 def comparison_table(children: list[Any], *, eval_key: str, classes: Iterable[str]) -> str:
-    """A first per-class IoU table: rows = classes, columns = variants (trial name without its seed), mean over seeds."""
+    """A first per-class IoU table: rows = classes, columns = variants (trial name less its seed), seed means."""
     finished = [c for c in children if c.status == "FINISHED"]
     if not finished:
         return "(no finished trials)"

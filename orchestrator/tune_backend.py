@@ -278,16 +278,48 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                 # keeps its own last two locally
                 checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=plan.metric,
                                                    checkpoint_score_order=plan.mode),
-                callbacks=[progress, *(callbacks or [])]))
+                callbacks=[progress, TrialStatusLog(Path(plan.run_dir), plan), *(callbacks or [])]))
     results = tuner.fit()  # returns normally after Ctrl-C too: the caller decides from the outcomes
-    outcomes = []
-    for result in results:
-        cfg = result.config or {}
-        done = bool(result.metrics.get("done")) and result.error is None
-        status = "error" if result.error is not None else "finished" if done else "unfinished"
-        outcomes.append(TrialOutcome(_trial_name(plan, cfg), status, None if result.error is None
-                                     else f"{type(result.error).__name__}: {result.error}", dict(result.metrics)))
+    errors = {_trial_name(plan, r.config or {}): f"{type(r.error).__name__}: {r.error}"
+              for r in results if r.error is not None}
+    ended = TrialStatusLog.read(Path(plan.run_dir))
+    names = list(plan.names) if plan.optuna_space is None else list(ended)
+    outcomes = [TrialOutcome(n, ended.get(n, "unfinished"), errors.get(n), {}) for n in names]
+    if plan.optuna_space is not None:  # trials the search never started count as unfinished
+        missing = int(plan.optuna["num_samples"]) - len(outcomes)
+        outcomes += [TrialOutcome(f"optuna-not-started-{i}", "unfinished", None, {}) for i in range(missing)]
     return outcomes
+
+
+class TrialStatusLog(tune.Callback):
+    """Which trials ended (finished or stopped early by the scheduler) or errored, kept beside the run's Tune state.
+
+    Tune's restored result grid cannot tell a completed trial from an interrupted one reliably; this file, written
+    by the driver as trials end and carried across restores, can.
+    """
+
+    FILE = "trial_status.json"
+
+    def __init__(self, run_dir: Path, plan: TrialPlan) -> None:
+        self.path, self.plan = run_dir / self.FILE, plan
+
+    @classmethod
+    def read(cls, run_dir: Path) -> dict[str, str]:
+        path = run_dir / cls.FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _write(self, trial: Any, status: str) -> None:
+        ended = self.read(self.path.parent)
+        ended[_trial_name(self.plan, trial.config)] = status
+        tmp = self.path.with_name(f".{self.FILE}.tmp")
+        tmp.write_text(json.dumps(ended, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trial, "finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._write(trial, "error")
 
 
 def _trial_name(plan: TrialPlan, config: Mapping[str, Any]) -> str:
