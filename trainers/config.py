@@ -51,6 +51,7 @@ class DatasetConfig:
     crop_size: tuple[int, int] = (256, 512)
     flip: bool = True
     synth_images: int = 48  # `synth` only: train images generated (val gets a quarter)
+    cache_mb: int = 512  # decoded, rescaled training images kept in memory (per loader process)
 
     def __post_init__(self) -> None:
         _check_dataset_name("dataset.name", self.name)
@@ -58,6 +59,7 @@ class DatasetConfig:
         _require(0.0 < self.scale <= 4.0, "dataset.scale", "must be in (0, 4]", self.scale)
         _positive_pair("dataset.crop_size", self.crop_size)
         _require(self.synth_images >= 4, "dataset.synth_images", "must be >= 4", self.synth_images)
+        _require(self.cache_mb >= 0, "dataset.cache_mb", "must be >= 0", self.cache_mb)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,25 +71,51 @@ class InfiniteSampler(Sampler[tuple[int, int]]):
                 draw += 1
 
 
+class ScaledCache:
+    """Decoded, rescaled uint8 images and labels kept in memory up to a byte budget.
+
+    The rescale is the same at every draw, so a small dataset (the generated one, a 1/8 labeled split at low
+    resolution) is decoded once instead of once per sample; past the budget images are simply decoded again.
+    Each loader worker process holds its own copy.
+    """
+
+    def __init__(self, budget_mb: int) -> None:
+        self.budget = budget_mb * 2**20
+        self.used = 0
+        self.items: dict[Path, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, pair: Pair, info: DatasetInfo, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        hit = self.items.get(pair.image)
+        if hit is not None:
+            return hit
+        image = TF.pil_to_tensor(read_image(pair.image))
+        label = torch.from_numpy(read_label(pair, info.labels)).unsqueeze(0)
+        h, w = image.shape[-2:]
+        size = [max(1, round(h * scale)), max(1, round(w * scale))]
+        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        label = TF.resize(label, size, interpolation=InterpolationMode.NEAREST)
+        cost = image.numel() + label.numel()
+        if self.used + cost <= self.budget:
+            self.items[pair.image] = (image, label)
+            self.used += cost
+        return image, label
+
+
 class TrainSet(Dataset):
     """Training samples: resize by `scale`, random crop (padded with ignore if needed), random horizontal flip."""
 
-    def __init__(self, pairs: tuple[Pair, ...], info: DatasetInfo, cfg: DatasetConfig, *, seed: int, stream: int):
+    def __init__(self, pairs: tuple[Pair, ...], info: DatasetInfo, cfg: DatasetConfig, *, seed: int, stream: int,
+                 cache: ScaledCache | None = None):
         self.pairs, self.info, self.cfg, self.seed, self.stream = pairs, info, cfg, seed, stream
+        self.cache = cache or ScaledCache(0)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, draw = key
-        pair = self.pairs[index]
         rng = np.random.default_rng(_seed(self.seed, self.stream, draw, 0xA06))
-        image = TF.pil_to_tensor(read_image(pair.image))
-        label = torch.from_numpy(read_label(pair, self.info.labels)).unsqueeze(0)
-        h, w = image.shape[-2:]
-        size = [max(1, round(h * self.cfg.scale)), max(1, round(w * self.cfg.scale))]
-        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        label = TF.resize(label, size, interpolation=InterpolationMode.NEAREST)
+        image, label = self.cache.get(self.pairs[index], self.info, self.cfg.scale)
         image, label = _random_crop(image, label, self.cfg.crop_size, rng, self.info.labels.ignore_index)
         if self.cfg.flip and rng.random() < 0.5:
             image, label = TF.horizontal_flip(image), TF.horizontal_flip(label)
@@ -148,11 +174,12 @@ def train_data(cfg: DatasetConfig, *, batches: dict[str, int], seed: int, split_
     root = resolve_root(cfg.name, cfg.root, synth_images=cfg.synth_images)
     split = labeled_split(find_pairs(root, "train"), ratio=cfg.labeled_ratio, split_seed=split_seed, root=root)
     sources = {"labeled": split.labeled, "labeled_d": split.labeled, "unlabeled": split.unlabeled}
+    cache = ScaledCache(cfg.cache_mb)  # shared by the three streams (with workers, each worker has a copy)
 
     def loader(stream: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         pairs, batch = sources[stream], batches[stream]
         sampler = InfiniteSampler(len(pairs), seed=seed, stream=STREAMS[stream], start=start_iteration * batch)
-        dataset = TrainSet(pairs, info, cfg, seed=seed, stream=STREAMS[stream])
+        dataset = TrainSet(pairs, info, cfg, seed=seed, stream=STREAMS[stream], cache=cache)
         return iter(DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
                                pin_memory=pin_memory, persistent_workers=workers > 0, drop_last=True,
                                generator=torch.Generator().manual_seed(seed)))  # not the global RNG: resume-exact
