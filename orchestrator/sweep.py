@@ -41,28 +41,36 @@ def tracking_uri_for(root: Path, given: str | None) -> str:
     return given or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(root)
 
 
-def prepare_data(trials: Iterable[TrialConfig]) -> dict[str, str]:
-    """Generate `synth` data where needed and scan every dataset tree; any broken file stops the launch here."""
+def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfig], dict[str, str]]:
+    """Resolve every dataset root to an absolute path (generating `synth` data under `home` where needed) and scan
+    each tree once; any broken file stops the launch here. Returns the trials with their roots filled in."""
+    from trainers.data.cityscapes import file_list_hash, find_pairs
+
     fingerprints: dict[str, str] = {}
-    seen: set[Path] = set()
-    for cfg in trials:
-        sources = [(cfg.dataset.name, cfg.dataset.root, ("train", "val"))]
-        sources += [(e.name, e.root, (e.split,)) for e in cfg.eval]
-        for name, root, splits in sources:
-            path = resolve_root(name, root, synth_images=cfg.dataset.synth_images)
-            if path in seen:
-                continue
-            seen.add(path)
-            problems, counted = check_dataset(path, splits=splits, table=dataset_info(name).labels)
+    scanned: set[Path] = set()
+
+    def root_of(name: str, root: str | None, synth_images: int) -> str:
+        path = resolve_root(name, root, synth_images=synth_images, home=home)
+        if path not in scanned:
+            scanned.add(path)
+            problems, counted = check_dataset(path, splits=("train", "val"), table=dataset_info(name).labels)
             if problems:
                 shown = "\n  ".join(problems[:20])
                 more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
                 raise DataError(f"{path}: {len(problems)} problem(s) in {counted} files; nothing was scheduled:"
                                 f"\n  {shown}{more}")
-            from trainers.data.cityscapes import file_list_hash, find_pairs
-
             fingerprints[f"{name}:{path}"] = file_list_hash(find_pairs(path, "train"), path)
-    return fingerprints
+        return str(path)
+
+    resolved = []
+    for cfg in trials:
+        n = cfg.dataset.synth_images
+        data = cfg.to_dict()
+        data["dataset"]["root"] = root_of(cfg.dataset.name, cfg.dataset.root, n)
+        for es in data["eval"]:
+            es["root"] = root_of(es["name"], es["root"], n)
+        resolved.append(TrialConfig.from_dict(data))
+    return resolved, fingerprints
 
 
 def git_sha() -> str:
@@ -92,7 +100,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         uri = tracking_uri_for(root, tracking_uri)
         state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
                               spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
-    fingerprints = prepare_data(trials)
+    trials, fingerprints = prepare_data(trials, root)
     tracking.check_reachable(uri)
     tracking.init_store(uri)
     tracker = tracking.Tracker(uri, artifact_root=root / "mlartifacts")

@@ -23,6 +23,7 @@ from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
 from orchestrator.tracking import Tracker
+from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.reporting import TrialResult
 
@@ -70,12 +71,17 @@ class TuneReporter:
 
     def __init__(self, tracker: Tracker, run_id: str, *, trial: str, fault: Mapping[str, Any] | None) -> None:
         self.tracker, self.run_id, self.trial, self.fault = tracker, run_id, trial, fault
+        self.tracking_s = 0.0  # time spent in MLflow calls: the logging overhead bench/sweep_overhead.py reports
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
+        t = time.perf_counter()
         self.tracker.log_metrics(self.run_id, step, values)
+        self.tracking_s += time.perf_counter() - t
 
     def artifact(self, path: Path) -> None:
+        t = time.perf_counter()
         self.tracker.log_artifact(self.run_id, path)
+        self.tracking_s += time.perf_counter() - t
 
     def checkpoint(self, step: int, directory: Path, values: Mapping[str, float]) -> None:
         (directory / TRACKING_FILE).write_text(json.dumps({"run_id": self.run_id, "trial": self.trial}))
@@ -85,6 +91,8 @@ class TuneReporter:
     def result(self, result: TrialResult) -> None:
         self.tracker.log_dict(self.run_id, {"iterations": result.iterations, "wall_s": result.wall_s,
                                             **result.info}, "trial_info.json")
+        self.tracker.log_metrics(self.run_id, result.iterations,
+                                 {M.TRIAL_TIME: result.wall_s, M.TRACKING_TIME: self.tracking_s})
 
     def _maybe_inject_fault(self, step: int) -> None:
         """Fail once at a chosen trial and iteration (the marker file makes it once): failure tests only."""

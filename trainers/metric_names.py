@@ -16,6 +16,8 @@ LOSS_D = "train/loss_d"
 ST_ACCEPT_RATE = "train/st_accept_rate"
 LR = "train/lr"
 STEP_TIME = "time/step_s"
+TRIAL_TIME = "time/trial_s"  # wall time of the whole trial, logged once at its end
+TRACKING_TIME = "time/tracking_s"  # of which spent in tracking calls (MLflow), logged by the orchestrator
 ITERATION = "iteration"
 
 TRAIN_KEYS = (LOSS_SUP, LOSS_FM, LOSS_ST, LOSS_D, ST_ACCEPT_RATE, LR, STEP_TIME)

@@ -54,20 +54,21 @@ def s4sweep_home() -> Path:
     return Path(os.environ.get("S4SWEEP_HOME") or "runs").expanduser().resolve()
 
 
-def synth_root(n_train: int) -> Path:
+def synth_root(n_train: int, home: Path | None = None) -> Path:
     """Generated data is shared by every trial that asks for the same size (it is fixed: seed 0)."""
-    return s4sweep_home() / "data" / f"synth-{n_train}"
+    return (home or s4sweep_home()) / "data" / f"synth-{n_train}"
 
 
-def resolve_root(name: str, root: str | None, *, synth_images: int) -> Path:
-    """The absolute dataset root; for `synth` without a root, generate the data once and return its directory."""
+def resolve_root(name: str, root: str | None, *, synth_images: int, home: Path | None = None) -> Path:
+    """The absolute dataset root; for `synth` without a root, generate the data once (under `home`, default
+    $S4SWEEP_HOME) and return its directory."""
     info = dataset_info(name)
     if root is None:
         if not info.generated:
             raise DataError(f"dataset {name!r}: `root` is required (point it at the unpacked download)")
         from trainers.data.synth import generate
 
-        out = synth_root(synth_images)
+        out = synth_root(synth_images, home)
         generate(out, n_train=synth_images, n_val=max(2, synth_images // 4), seed=0)
         return out
     path = Path(root).expanduser().resolve()
