@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# the embedded default: the smoke sweep on generated data, private local Ray, embedded MLflow, then the table
 demo: $(STAMP)
-	$(VENV)/bin/s4sweep data synth --out $(S4SWEEP_HOME)/data/synth-48 --n 48
 	$(VENV)/bin/s4sweep sweep --dry-run
-	$(VENV)/bin/s4sweep train smoke --trial 0 --out $(S4SWEEP_HOME)/demo/smoke-ce-s0
+	$(VENV)/bin/s4sweep sweep
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -34,6 +34,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/colour_baseline.py
 	$(PY) bench/trainer_step.py
+	$(PY) bench/sweep_overhead.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench

@@ -116,11 +116,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    import os
+    import re
+
     from orchestrator.spec import load_spec, shipped_spaces
 
     for path in shipped_spaces():
-        spec = load_spec(path)
-        print(f"{path.stem:<24} {len(spec.trials()):>4} trials  {spec.description}")
+        needs = sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text())) - set(os.environ))
+        # count the trials even when a dataset root is not set here: the root does not change the grid
+        spec = load_spec(path, env={**os.environ, **{v: f"<{v}>" for v in needs}})
+        note = f"  (needs {', '.join(needs)})" if needs else ""
+        print(f"{path.stem:<24} {len(spec.trials()):>4} trials  {spec.description}{note}")
     return 0
 
 
