@@ -33,11 +33,12 @@ TOP_KEYS = ("name", "description", "base", "grid", "eval", "resources", "search"
             "max_gpu_hours", "report")
 BASE_KEYS = tuple(f.name for f in fields(TrialConfig) if f.name != "eval")  # `eval` is a top-level list
 
-# Measured seconds per training iteration of one trial, by device kind and preset. PLACEHOLDERS, to be
-# replaced by bench/trainer_step.py (the lead updates them after measuring); "cpu" is one trial on 1 CPU. No
-# GPU figure yet: GPU sweeps fall back to the CPU figure, which overstates their cost.
+# Seconds per training iteration of one trial on one CPU thread (torch.set_num_threads(1)), measured with
+# the train_step loop of bench/trainer_step.py on this project's 2-core machine, 2026-11-25: micro 0.023 s,
+# tiny 0.16 s (data from the in-memory cache). The paper model on CPU is the reference's 10.3 s at batch 2+2+2 and
+# 256x512 (issue notes), so about 40 s at the preset's batch 8; no GPU figure yet: GPU sweeps fall back to it.
 SECONDS_PER_ITER: dict[str, dict[str, float]] = {
-    "cpu": {"tiny": 0.15, "micro": 0.05, "paper": 10.3},
+    "cpu": {"tiny": 0.16, "micro": 0.023, "paper": 41.2},
     "gpu": {},
 }
 

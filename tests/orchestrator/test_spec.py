@@ -21,6 +21,7 @@ from orchestrator.spec import (
     resolve_spec_path,
     shipped_spaces,
 )
+from trainers.losses import LOSSES
 
 # DESIGN.md's sketch with generated data in place of IDD/Cityscapes, so every grid point validates here
 SKETCH: dict[str, Any] = {
@@ -182,7 +183,7 @@ REFUSALS = [  # (id, change, what the message must contain: key path and value)
                                                                "class_weights"]),
     ("empty axis", _edit("grid/seed", []), ["grid.seed", "non-empty list", "[]"]),
     ("empty loss option", _edit("grid/loss/1/gamma", []), ["grid.loss[1].gamma", "at least one value", "[]"]),
-    ("unknown loss", _edit("grid/loss/2/name", "lovasz"), ["grid.loss[2].name", "ce, combo, dice, focal",
+    ("unknown loss", _edit("grid/loss/2/name", "lovasz"), ["grid.loss[2].name", ", ".join(sorted(LOSSES)),
                                                            "'lovasz'"]),
     ("repeated loss", _edit("grid/loss/2", {"name": "focal"}), ["grid.loss[2]", "repeats grid.loss[1]"]),
     ("repeated seed", _edit("grid/seed", [0, 1, 0]), ["grid.seed[2]", "repeats grid.seed[0]", "0"]),

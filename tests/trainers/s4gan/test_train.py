@@ -28,6 +28,7 @@ def test_a_micro_trial_reports_every_metric_artifact_and_checkpoint(tmp_path):
         assert M.val_class("synth", "iou", name) in result.metrics
     assert 0.0 <= result.metrics[M.val("synth", "miou")] <= 1.0
     assert [step for step, _ in rep.series(M.LOSS_SUP)] == [2, 4, 6]
+    assert any(rate > 0 for _, rate in rep.series(M.ST_ACCEPT_RATE))  # self-training really selects images
     assert [step for step, _, _ in rep.checkpoints] == [3, 6]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_000003", "checkpoint_000006"]
     names = {p.name for p in rep.artifacts}
