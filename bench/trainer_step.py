@@ -1,6 +1,9 @@
-"""Seconds per s4GAN iteration and where they go, for the `tiny` preset and the paper model.
+"""Seconds per s4GAN iteration and where they go, for the `tiny` preset and the paper model, by precision.
 
-Run: `python bench/trainer_step.py [--repeat N] [--paper-size H W] [--skip-paper]` (or `make bench`).
+Run: `python bench/trainer_step.py [--repeat N] [--sizes H W [H W ...]] [--skip-paper]` (or `make bench`).
+The paper model (DeepLabv2-ResNet-101, batch 2+2+2) runs at each size in fp32, bf16 and bf16 + channels_last; the
+fp32 line has every non-precision improvement on, so the ratios measure precision alone. Peak memory is the rise of
+the process's resident set during the timed steps (sampled every 5 ms), CPU flags and thread count come first.
 Batches are random tensors already in memory, so the numbers are the trainer's compute alone (data loading is
 bench/data.py's job). Reported per configuration:
 - `step`: one whole `train_step` (G on labeled + unlabeled, feature matching, self-training, D update);
@@ -17,9 +20,12 @@ import argparse
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import psutil
 import torch
 
 from trainers.config import TrialConfig
@@ -48,15 +54,53 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_config(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
-    rt, info = build_runtime(cfg, NUM_CLASSES, IGNORE)
+def peak_rss_rise(fn: Callable[[], object]) -> float:
+    """MiB the resident set rose above its level before `fn`, sampled every 5 ms while it ran."""
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return (peak - base) / 2**20
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+
+
+def step_runner(cfg: TrialConfig) -> Callable[[], object]:
+    rt, _ = build_runtime(cfg, NUM_CLASSES, IGNORE)
     h, w = cfg.dataset.crop_size
     b = cfg.schedule.batch_labeled
     data = TrainData(None, None, None, random_batches(b, (h, w), 1), random_batches(b, (h, w), 2),  # type: ignore[arg-type]
                      random_batches(b, (h, w), 3))
     it = iter(range(1, 10**9))
-    step = timed(lambda: train_step(rt, data, next(it)), repeat)
+    return lambda: train_step(rt, data, next(it))
 
+
+def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
+    """The whole step and its parts: G forward+backward, D passes, self-training selection."""
+    rt, _ = build_runtime(cfg, NUM_CLASSES, IGNORE)
+    h, w = cfg.dataset.crop_size
+    b = cfg.schedule.batch_labeled
+    step = timed(step_runner(cfg), repeat)
     x, y = next(random_batches(b, (h, w), 4))
 
     def g_only() -> None:
@@ -80,26 +124,43 @@ def bench_config(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
 
     row = {"step": step, "G fwd+bwd": timed(g_only, repeat), "D passes": timed(d_only, repeat),
            "ST select": timed(st_only, repeat)}
-    print(f"{label:<34} " + "  ".join(f"{k} {v:7.3f}s ({v / step:4.2f}x)" for k, v in row.items()))
+    print(f"{label:<30} " + "  ".join(f"{k} {v:7.3f}s ({v / step:4.2f}x)" for k, v in row.items()), flush=True)
     return row
+
+
+def bench_precisions(size: tuple[int, int], repeat: int) -> None:
+    base = {"preset": "paper", "device": {"device": "cpu"}, "dataset": {"crop_size": list(size)},
+            "schedule": {"batch_labeled": 2, "batch_unlabeled": 2, "batch_d": 2}}
+    reference = None
+    for precision, channels_last in (("fp32", False), ("bf16", False), ("bf16", True)):
+        cfg = TrialConfig.from_dict({**base, "precision": {"precision": precision, "channels_last": channels_last}})
+        run = step_runner(cfg)
+        seconds = timed(run, repeat)
+        memory = peak_rss_rise(run)
+        reference = reference or seconds
+        label = f"paper R101 {size[0]}x{size[1]} b2x3 {precision}{' +channels_last' if channels_last else ''}"
+        print(f"{label:<48} {seconds:7.2f} s/it  ({seconds / reference:4.2f}x fp32)  peak +{memory:7.0f} MiB",
+              flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--paper-size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 256, 512], metavar="H W")
     parser.add_argument("--skip-paper", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
-          f"{platform.processor() or platform.machine()}")
+          f"{platform.processor() or platform.machine()}, flags: {cpu_flags()}")
     tiny = TrialConfig.from_dict({"preset": "tiny", "device": {"device": "cpu"}})
-    bench_config(f"tiny {tiny.dataset.crop_size} b{tiny.schedule.batch_labeled}x3", tiny, args.repeat)
-    if not args.skip_paper:
-        paper = TrialConfig.from_dict({"preset": "paper", "device": {"device": "cpu"},
-                                       "dataset": {"crop_size": args.paper_size},
-                                       "schedule": {"batch_labeled": 2, "batch_unlabeled": 2, "batch_d": 2}})
-        bench_config(f"paper R101 {tuple(args.paper_size)} b2x3", paper, max(2, args.repeat // 2))
+    bench_split(f"tiny {tiny.dataset.crop_size} b{tiny.schedule.batch_labeled}x3", tiny, max(5, args.repeat))
+    if args.skip_paper:
+        return
+    sizes = [tuple(args.sizes[i:i + 2]) for i in range(0, len(args.sizes), 2)]
+    for size in sizes:
+        bench_precisions(size, args.repeat)  # type: ignore[arg-type]
+    print("reference s4GAN iteration (its own modules, fp32, 2 threads, issue notes): 10.3 s at 256x512, "
+          "2.9 s at 128x256; target with the fast settings at 256x512: <= 4.6 s")
 
 
 if __name__ == "__main__":
