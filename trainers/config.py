@@ -205,8 +205,14 @@ class ScheduleConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PrecisionConfig:
+    """fp32 (default, comparable across machines), bf16/fp16 autocast, or auto (bf16 + channels_last where fast).
+
+    Losses, the discriminator's softmax input, metrics and optimiser state stay fp32 whatever is chosen.
+    """
+
     precision: Precision = "fp32"
     channels_last: bool = False
+    tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
 
 
 @dataclass(frozen=True, kw_only=True)
