@@ -147,7 +147,7 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Pa
         optuna={"num_samples": search.num_samples, "seed": search.seed} if isinstance(search, OptunaSearch) else {},
         asha={"grace_iters": scheduler.grace_iters, "reduction_factor": scheduler.reduction_factor}
         if hasattr(scheduler, "grace_iters") else None,
-        max_concurrent=max_concurrent, fault=json.loads(fault) if fault else None)
+        max_concurrent=max_concurrent, max_device_hours=spec.max_gpu_hours, fault=json.loads(fault) if fault else None)
 
 
 def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, outcomes: list[Any]) -> SweepOutcome:
@@ -163,6 +163,11 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
         return SweepOutcome(runs.update(root, state, status="interrupted"), INTERRUPTED, table)
     for o in errors:
         log.error("trial %s failed: %s", o.name, o.error)
+    skipped = [o.name for o in outcomes if o.status == "skipped"]
+    if skipped:
+        log.warning("max_gpu_hours %s spent: %d trial(s) never started: %s", spec.max_gpu_hours, len(skipped),
+                    ", ".join(skipped))
+        tracker.set_tags(state.parent_run_id, {"s4sweep.budget_skipped": ",".join(skipped)})
     status = "failed" if errors else "finished"
     tracker.log_text(state.parent_run_id, table, "comparison.md")
     tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",

@@ -29,6 +29,7 @@ from trainers.reporting import TrialResult
 
 log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"
+SKIPPED = "skipped-budget"  # marker in a trial directory: never started, the device-hour budget was spent
 ITERATION = "iteration"  # the time attribute Tune's schedulers read
 
 
@@ -52,6 +53,7 @@ class TrialPlan:
     asha: dict[str, Any] | None = None  # grace_iters, reduction_factor
     max_concurrent: int | None = None
     max_failures: int = 2
+    max_device_hours: float | None = None  # sweep file's max_gpu_hours (CPU-hours for CPU-only trials)
     fault: dict[str, Any] | None = None  # S4SWEEP_INJECT_FAULT, for failure tests only
 
 
@@ -141,8 +143,12 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     threads = max(1, int(plan.cpu))
     cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
     workdir = Path(plan.run_dir) / "trials" / name
-    tracker = Tracker(plan.tracking_uri)
     resume, run_id = _restored_checkpoint(workdir)
+    if resume is None and Budget.exhausted(plan):
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / SKIPPED).write_text(f"max_gpu_hours {plan.max_device_hours} spent before this trial started")
+        return
+    tracker = Tracker(plan.tracking_uri)
     if run_id is None:  # a retry that failed before its first checkpoint keeps its run too
         run_id = next((c.run_id for c in tracker.children(plan.experiment_id, plan.parent_run_id)
                        if c.tags.get("s4sweep.trial") == name), None)
@@ -286,17 +292,68 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                 # keeps its own last two locally
                 checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=plan.metric,
                                                    checkpoint_score_order=plan.mode),
-                callbacks=[progress, TrialStatusLog(Path(plan.run_dir), plan), *(callbacks or [])]))
+                callbacks=[progress, Budget(plan), TrialStatusLog(Path(plan.run_dir), plan), *(callbacks or [])]))
     results = tuner.fit()  # returns normally after Ctrl-C too: the caller decides from the outcomes
     errors = {_trial_name(plan, r.config or {}): f"{type(r.error).__name__}: {r.error}"
               for r in results if r.error is not None}
     ended = TrialStatusLog.read(Path(plan.run_dir))
     names = list(plan.names) if plan.optuna_space is None else list(ended)
-    outcomes = [TrialOutcome(n, ended.get(n, "unfinished"), errors.get(n), {}) for n in names]
+    skipped = {n for n in names if (Path(plan.run_dir) / "trials" / n / SKIPPED).exists()}
+    outcomes = [TrialOutcome(n, "skipped" if n in skipped else ended.get(n, "unfinished"), errors.get(n), {})
+                for n in names]
     if plan.optuna_space is not None:  # trials the search never started count as unfinished
         missing = int(plan.optuna["num_samples"]) - len(outcomes)
         outcomes += [TrialOutcome(f"optuna-not-started-{i}", "unfinished", None, {}) for i in range(missing)]
     return outcomes
+
+
+class Budget(tune.Callback):
+    """Device-hours spent so far (finished trials plus the running ones' elapsed time), kept in `budget.json`.
+
+    A trial that starts after the sweep's `max_gpu_hours` is spent ends at once, marked skipped: the cap stops new
+    trials, never running ones. GPU trials count GPU-hours (fraction x wall hours); CPU-only trials count CPU-hours.
+    """
+
+    FILE = "budget.json"
+
+    def __init__(self, plan: TrialPlan) -> None:
+        self.path = Path(plan.run_dir) / self.FILE
+        self.per_hour = plan.gpu if plan.gpu > 0 else plan.cpu
+        self.finished_h = float(json.loads(self.path.read_text())["finished_h"]) if self.path.is_file() else 0.0
+        self.started: dict[str, float] = {}
+
+    @classmethod
+    def exhausted(cls, plan: TrialPlan) -> bool:
+        path = Path(plan.run_dir) / cls.FILE
+        if plan.max_device_hours is None or not path.is_file():
+            return False
+        return float(json.loads(path.read_text())["spent_h"]) >= plan.max_device_hours
+
+    def _write(self) -> None:
+        now = time.monotonic()
+        running_h = sum(now - t for t in self.started.values()) / 3600 * self.per_hour
+        tmp = self.path.with_name(f".{self.FILE}.tmp")
+        tmp.write_text(json.dumps({"finished_h": self.finished_h, "spent_h": self.finished_h + running_h}))
+        os.replace(tmp, self.path)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started[str(trial)] = time.monotonic()
+        self._write()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._write()
+
+    def _ended(self, trial: Any) -> None:
+        start = self.started.pop(str(trial), None)
+        if start is not None:
+            self.finished_h += (time.monotonic() - start) / 3600 * self.per_hour
+        self._write()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
 
 
 class TrialStatusLog(tune.Callback):

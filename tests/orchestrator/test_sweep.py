@@ -183,3 +183,15 @@ def test_a_second_launch_is_a_new_run_and_an_interrupted_run_resumes_without_dup
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert [s.run_id for s in runs.runs_of(storage, "micro-grid")] == [state.run_id, "second"]
+
+
+def test_a_spent_device_hour_budget_stops_new_trials_but_not_running_ones(tmp_path, storage):
+    # one micro trial takes seconds: a 1-second budget is spent by the first, so the next ones never start
+    spec = load_spec(write_spec(tmp_path / "budget.yaml", max_gpu_hours=1 / 3600,
+                                grid={"loss": [{"name": "ce"}], "seed": [0, 1, 2]}))
+    outcome = launch(spec, storage=str(storage), max_concurrent=1)
+    assert outcome.exit_code == 0
+    kids = children(outcome.run.tracking_uri, outcome)
+    assert [k.name for k in kids] == ["ce-s0"] and kids[0].status == "FINISHED"
+    parent = MlflowClient(outcome.run.tracking_uri).get_run(outcome.run.parent_run_id)
+    assert parent.data.tags["s4sweep.budget_skipped"] == "ce-s1,ce-s2"
