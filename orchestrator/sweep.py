@@ -170,9 +170,42 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
         tracker.set_tags(state.parent_run_id, {"s4sweep.budget_skipped": ",".join(skipped)})
     status = "failed" if errors else "finished"
     tracker.log_text(state.parent_run_id, table, "comparison.md")
+    export_best_model(tracker, state, children, metric=f"val/{first_eval.metric_key}/miou", root=root)
     tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",
                 error=f"{len(errors)} trial(s) failed" if errors else None)
     return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)
+
+
+def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *, metric: str, root: Path) -> None:
+    """The best finished trial's final generator (weights + resolved config) as `best_model/` on the parent run.
+
+    Only the generator: it is what `s4sweep eval` and users need; D and the optimiser states stay in the trial's
+    own checkpoints (Tune keeps two per trial).
+    """
+    import tempfile
+
+    import torch
+
+    from trainers.s4gan import checkpoint as ckpt
+
+    scored = [c for c in children if c.status == "FINISHED" and metric in c.metrics]
+    if not scored:
+        return
+    best = max(scored, key=lambda c: c.metrics[metric])
+    found = sorted((runs.run_dir(root, state.run_id) / "trials" / best.name / "checkpoints").glob("checkpoint_*"))
+    if not found:
+        log.warning("best trial %s has no local checkpoint to export", best.name)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "best_model"
+        out.mkdir()
+        torch.save(ckpt.load(found[-1])["generator"], out / "generator.pt")
+        (out / ckpt.CONFIG_FILE).write_text((found[-1] / ckpt.CONFIG_FILE).read_text())
+        (out / "selected.json").write_text(json.dumps({"trial": best.name, "run_id": best.run_id, metric:
+                                                       best.metrics[metric], "checkpoint": found[-1].name}))
+        tracker.log_artifact(state.parent_run_id, out, artifact_path="best_model")
+    log.info("exported the generator of %s (%s %.4f) to the parent run as best_model/", best.name, metric,
+             best.metrics[metric])
 
 
 def comparison_table(children: list[Any], *, eval_key: str, classes: Iterable[str]) -> str:

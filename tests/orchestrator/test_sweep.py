@@ -60,7 +60,10 @@ def test_a_2x2_grid_ends_with_four_finished_children_under_one_parent(tmp_path, 
     assert {"per_class_synth.json", "samples_synth.png", "confusion_synth.png", "metrics.json"} <= artifacts
     parent = client.get_run(outcome.run.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["s4sweep.run"] == outcome.run.run_id
-    assert "comparison.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.md", "best_model", "environment.json"} <= parent_files
+    exported = {a.path for a in client.list_artifacts(parent.info.run_id, "best_model")}
+    assert exported == {"best_model/generator.pt", "best_model/config.json", "best_model/selected.json"}
     assert "ce" in outcome.table and "focal-g2" in outcome.table and "traffic light" in outcome.table
 
 
