@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/colour_baseline.py
 	$(PY) bench/trainer_step.py
 	$(PY) bench/sweep_overhead.py
+	$(PY) bench/losses.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from colour_baseline import baselines, miou  # bench/ is run as scripts: a sibling module
+
 from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data import synth_root

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import torch
 
 from trainers.config import TrialConfig
@@ -56,14 +55,18 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 
 def peak_rss_rise(fn: Callable[[], object]) -> float:
     """MiB the resident set rose above its level before `fn`, sampled every 5 ms while it ran."""
-    proc = psutil.Process()
-    base = peak = proc.memory_info().rss
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:  # Linux: resident pages of this process
+        return int(Path("/proc/self/statm").read_text().split()[1]) * page
+
+    base = peak = rss()
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, proc.memory_info().rss)
+            peak = max(peak, rss())
             time.sleep(0.005)
 
     thread = threading.Thread(target=sample, daemon=True)

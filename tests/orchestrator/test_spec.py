@@ -115,7 +115,7 @@ def test_smoke_ships_six_named_trials() -> None:
 
 @pytest.mark.parametrize("path", shipped_spaces(), ids=lambda p: p.name)
 def test_every_shipped_space_loads(path: Path) -> None:
-    assert load_spec(path, env={}).trials()
+    assert load_spec(path, env={"CITYSCAPES_ROOT": "/data/cityscapes", "IDD_ROOT": "/data/idd"}).trials()
 
 
 def test_describe_smoke() -> None:

@@ -24,7 +24,8 @@ from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data import dataset_info
 from trainers.data.pipeline import TrainData, eval_data, train_data
-from trainers.losses import build_loss
+from trainers.data.stats import ClassCounts, class_pixel_counts
+from trainers.losses import build_loss, needs_class_counts
 from trainers.reporting import Reporter, TrialResult
 from trainers.s4gan import checkpoint as ckpt
 from trainers.s4gan import steps
@@ -93,12 +94,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int) -> tuple[Runtime, dict[str, Any]]:
+def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int, *,
+                  class_counts: ClassCounts | None = None) -> tuple[Runtime, dict[str, Any]]:
+    """Models, optimisers and losses; `class_counts` (of the labeled split) resolves a class-weight recipe."""
     device = resolve_device(cfg.device.device)
     if cfg.device.threads:
         torch.set_num_threads(cfg.device.threads)
-    if device.type == "cuda" and cfg.device.memory_fraction:
-        torch.cuda.set_per_process_memory_fraction(cfg.device.memory_fraction, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels once
+        # TF32 for fp32 matmuls/convs (Ampere+): ~10 bits of mantissa in products, accumulation in fp32
+        torch.backends.cuda.matmul.allow_tf32 = cfg.precision.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.precision.tf32
+        if cfg.device.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(cfg.device.memory_fraction, device)
     amp_dtype, channels_last = resolve_precision(cfg.precision.precision, cfg.precision.channels_last, device)
     info: dict[str, Any] = {"device": str(device), "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
                             "channels_last": channels_last, "threads": torch.get_num_threads()}
@@ -118,7 +126,9 @@ def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int) -> tupl
         discriminator = Discriminator(num_classes, channels=cfg.model.d_channels, dropout=cfg.model.d_dropout)
         discriminator.to(device).to(memory_format=memory_format)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas_d)
-    criterion = build_loss(cfg.loss, ignore_index=ignore_index, num_classes=num_classes).to(device)
+    criterion = build_loss(cfg.loss, ignore_index=ignore_index, num_classes=num_classes,
+                           class_counts=class_counts).to(device)
+    info["loss"] = criterion.describe()  # with the class weights actually used
     st_criterion = criterion
     if cfg.s4gan.st_loss == "ce":
         from trainers.config import LossConfig
@@ -260,12 +270,19 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     seed_everything(cfg.seed)
     sched = cfg.schedule
     info_dataset = dataset_info(cfg.dataset.name)
-    rt, info = build_runtime(cfg, info_dataset.num_classes, info_dataset.labels.ignore_index)
     state = ckpt.load(resume) if resume is not None else None
     start = int(state["iteration"]) if state else 0
     batches = {"labeled": sched.batch_labeled, "labeled_d": sched.batch_d, "unlabeled": sched.batch_unlabeled}
+    # the data first (it draws nothing from the global RNG): a class-weight recipe needs the labeled split's counts
     data = train_data(cfg.dataset, batches=batches, seed=cfg.seed, split_seed=cfg.split_seed,
-                      workers=cfg.device.workers, start_iteration=start, pin_memory=rt.device.type == "cuda")
+                      workers=cfg.device.workers, start_iteration=start,
+                      pin_memory=resolve_device(cfg.device.device).type == "cuda")
+    counts = None
+    if needs_class_counts(cfg.loss.options):  # a weight recipe: counted on the labeled split only
+        counts = class_pixel_counts(data.split.labeled, info_dataset.labels)
+    rt, info = build_runtime(cfg, info_dataset.num_classes, info_dataset.labels.ignore_index, class_counts=counts)
+    if counts is not None:
+        info["loss"]["class_counts"] = counts.to_json()
     info["data"] = {"root": str(data.root), **data.split.fingerprint, "labeled": len(data.split.labeled),
                     "unlabeled": len(data.split.unlabeled)}
     if state:
