@@ -7,7 +7,8 @@ time, so that drift of a shared machine hits both alike.
 Peak memory is measured with torch.profiler's CPU memory events (`profile_memory=True`): the running sum of every
 allocation and free by torch's CPU allocator during one forward + backward, maximum minus start; it counts the
 loss's intermediates, the saved tensors and the gradient of the logits, not the inputs. Ratios are against `ce`
-measured in the same run.
+measured in the same run. An adaptive loss's run includes its per-step state update (`SegLoss.observe`), as in the
+trainer. Target: within 1.5x of CE, Lovasz (one sort of all pixels per class) within 3x.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from trainers.data.stats import ClassCounts
 from trainers.losses import LOSSES, SegLoss
 
 NUM_CLASSES, IGNORE = 19, 255
 TARGET_RATIO = 1.5
+TARGET_RATIOS = {"lovasz": 3.0}  # exceptions to TARGET_RATIO
+# a Cityscapes-like long tail for the losses that need the labeled split's counts (weight recipes, auto)
+COUNTS = ClassCounts(classes=tuple(f"c{c}" for c in range(NUM_CLASSES)),
+                     pixels=tuple(int(4e8 / 1.6**c) for c in range(NUM_CLASSES)),
+                     image_pixels=tuple(int(4e8) for _ in range(NUM_CLASSES)), images=372)
 
 
 def inputs(batch: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,6 +47,7 @@ def forward_backward(loss: SegLoss, logits: torch.Tensor, target: torch.Tensor) 
     def run() -> None:
         logits.grad = None
         loss(logits, target).backward()
+        loss.observe(logits, target)  # an adaptive loss's state update; a no-op for the others
 
     return run
 
@@ -64,7 +72,8 @@ def peak_bytes(fn: Callable[[], None], logits: torch.Tensor) -> int:
 
 
 def candidates() -> dict[str, SegLoss]:
-    losses = {name: SegLoss(name, {}, ignore_index=IGNORE, num_classes=NUM_CLASSES) for name in LOSSES}
+    losses = {name: SegLoss(name, {}, ignore_index=IGNORE, num_classes=NUM_CLASSES, class_counts=COUNTS)
+              for name in LOSSES}
     weights = {"class_weights": tuple(float(1 + c % 5) for c in range(NUM_CLASSES))}
     losses["ce weighted"] = SegLoss("ce", weights, ignore_index=IGNORE, num_classes=NUM_CLASSES)
     losses["focal l2"] = SegLoss("focal", {"lambda": 2.0}, ignore_index=IGNORE, num_classes=NUM_CLASSES)
@@ -91,16 +100,17 @@ def main() -> None:
             if round_ > 0:  # round 0 warms up allocator and kernels
                 times[name].append(t)
     peaks = {name: peak_bytes(fn, logits) for name, fn in runs.items()}
-    print(f"{'loss':<14} {'ms':>8} {'x ce':>6} {'peak MB':>9} {'x ce':>6}")
+    print(f"{'loss':<18} {'ms':>8} {'x ce':>6} {'peak MB':>9} {'x ce':>6}")
     slow = []
     for name in runs:
         t = statistics.median(times[name])
         ratio = statistics.median(a / b for a, b in zip(times[name], times["ce"], strict=True))
         memory = peaks[name] / peaks["ce"]
-        print(f"{name:<14} {t * 1e3:8.1f} {ratio:6.2f} {peaks[name] / 2**20:9.1f} {memory:6.2f}")
-        if ratio > TARGET_RATIO or memory > TARGET_RATIO:
-            slow.append(name)
-    print(f"over {TARGET_RATIO}x of ce (time or memory): {', '.join(slow) or 'none'}")
+        print(f"{name:<18} {t * 1e3:8.1f} {ratio:6.2f} {peaks[name] / 2**20:9.1f} {memory:6.2f}")
+        target_ratio = TARGET_RATIOS.get(name, TARGET_RATIO)
+        if ratio > target_ratio or memory > target_ratio:
+            slow.append(f"{name} (target {target_ratio}x)")
+    print(f"over target of ce (time or memory; {TARGET_RATIO}x, lovasz 3x): {', '.join(slow) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ its registry key. `class_weights` (ce, focal, combo) is a list of one weight per
 trainers/losses/weights.py (`inverse`, `sqrt_inverse`, `median_freq`, `enet[:<c>]`, `effective_number[:<beta>]`),
 resolved from the labeled split's pixel counts. A recipe's parameter is part of the string (`enet:1.10`) rather than
 a separate option because a sweep file checks each option on its own, so no option may depend on another.
+
+Peer losses (trainers/losses/peer.py) are pure functions like the study's. Adaptive losses (trainers/losses/adaptive.py)
+are stateful modules: their entry names a `module` instead of a function; `SegLoss.observe(logits, target)` feeds
+them each labeled batch and `SegLoss.state_metrics(class_names)` reports their state (both no-ops for the others).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from trainers.losses import adaptive as LA
 from trainers.losses import functional as LF
+from trainers.losses import peer as LP
 from trainers.losses.weights import ClassWeights, class_weights, parse_recipe
 
 if TYPE_CHECKING:
@@ -39,13 +45,15 @@ class Option:
 
 @dataclass(frozen=True)
 class LossEntry:
-    fn: Callable[..., Tensor]
+    fn: Callable[..., Tensor] | None  # a pure loss function, or None for a stateful `module`
     options: dict[str, Option]
     # option name in the sweep file -> keyword of the functional form (e.g. `lambda`, a Python keyword, -> `lam`)
     rename: dict[str, str]
     summary: str
     # the value at a perfect prediction, given the options (0 except for the paper's Combo, which subtracts Dice)
     minimum: Callable[[Mapping[str, Any]], float] = lambda options: 0.0
+    # a stateful loss: built with (num_classes, ignore_index, class_weights, class_counts, **options)
+    module: Callable[..., nn.Module] | None = None
 
 
 _GAMMA = Option(float, 2.0, lambda g: 0.0 <= g <= 10.0, "must be in [0, 10]")
@@ -59,6 +67,35 @@ _SMOOTH = Option(float, 0.0, lambda s: s >= 0.0, "must be >= 0")
 # a list of C non-negative numbers, or a recipe name (checked by parse_recipe in validate_loss_options)
 _WEIGHTS = Option(tuple, None, lambda w: w is None or isinstance(w, str) or all(x >= 0 for x in w),
                   "must be non-negative numbers")
+_RECIPE = Option(tuple, "effective_number", lambda w: isinstance(w, str),
+                 "must be a class-weight recipe (auto derives everything from the labeled split's counts)")
+_TV_ALPHA = Option(float, 0.3, lambda a: 0.0 <= a <= 1.0, "must be in [0, 1] (the false-positive weight)")
+_TV_BETA = Option(float, 0.7, lambda b: 0.0 <= b <= 1.0, "must be in [0, 1] (the false-negative weight)")
+_RHO = Option(float, 0.99, lambda r: 0.0 <= r < 1.0, "must be in [0, 1) (EMA momentum per labeled step)")
+
+
+def _choice(default: str, *choices: str) -> Option:
+    return Option(str, default, lambda v: v in choices, f"must be one of {', '.join(choices)}")
+
+
+def _adaptive_weight_ce(*, num_classes: int, ignore_index: int, class_weights: Tensor | None,
+                        class_counts: ClassCounts | None, **options: Any) -> nn.Module:
+    return LA.AdaptiveWeightCE(num_classes=num_classes, ignore_index=ignore_index, **options)
+
+
+def _adaptive_focal(*, num_classes: int, ignore_index: int, class_weights: Tensor | None,
+                    class_counts: ClassCounts | None, **options: Any) -> nn.Module:
+    return LA.AdaptiveFocal(num_classes=num_classes, ignore_index=ignore_index, **options)
+
+
+def _auto(*, num_classes: int, ignore_index: int, class_weights: Tensor | None, class_counts: ClassCounts | None,
+          **options: Any) -> nn.Module:
+    if class_weights is None or class_counts is None:
+        raise LossOptionError("loss 'auto': needs a class-weight recipe and the labeled split's class counts "
+                              "(trainers.data.stats.class_pixel_counts)")
+    return LA.AutoLoss(num_classes=num_classes, ignore_index=ignore_index, class_weights=class_weights,
+                       pixels=class_counts.pixels)
+
 
 LOSSES: dict[str, LossEntry] = {
     "ce": LossEntry(LF.cross_entropy, {"class_weights": _WEIGHTS}, {}, "cross entropy (weighted with class_weights)"),
@@ -71,6 +108,41 @@ LOSSES: dict[str, LossEntry] = {
     "combo_paper": LossEntry(LF.combo_paper, {"alpha": _ALPHA, "beta": _BETA}, {},
                              "Combo paper: alpha*beta-weighted one-vs-rest CE - (1-alpha)*Dice",
                              minimum=lambda options: -(1.0 - options.get("alpha", _ALPHA.default))),
+    # peer losses (losses.md §1.7-1.12)
+    "tversky": LossEntry(LP.tversky, {"alpha": _TV_ALPHA, "beta": _TV_BETA, "smooth": _SMOOTH}, {},
+                         "Tversky 1 - TI over present classes (alpha: FP weight, beta: FN weight)"),
+    "focal_tversky": LossEntry(LP.focal_tversky, {"alpha": _TV_ALPHA, "beta": _TV_BETA, "smooth": _SMOOTH,
+                                                  "gamma": Option(float, 4.0 / 3.0, lambda g: 0.0 < g <= 10.0,
+                                                                  "must be in (0, 10]")}, {},
+                               "focal Tversky mean_c (1 - TI_c)^(1/gamma)"),
+    "generalised_dice": LossEntry(LP.generalised_dice, {"weighting": _choice("square", "square", "simple", "uniform"),
+                                                        "smooth": _SMOOTH}, {},
+                                  "generalised Dice, w_c = 1/(sum g_c)^2 (Sudre et al.)"),
+    "lovasz": LossEntry(LP.lovasz_softmax, {}, {}, "Lovasz-softmax over present classes"),
+    "ohem_ce": LossEntry(LP.ohem_cross_entropy, {"thresh": Option(float, 0.7, lambda t: 0.0 < t <= 1.0,
+                                                                  "must be in (0, 1]"),
+                                                 "min_kept": Option(int, 100_000, lambda k: k >= 1, "must be >= 1")},
+                         {}, "CE over pixels with p_t < thresh, at least min_kept per image"),
+    "recall_ce": LossEntry(LP.recall_cross_entropy, {}, {}, "recall loss: CE weighted by 1 - batch recall"),
+    # adaptive losses (losses.md §5): stateful modules, see trainers/losses/adaptive.py
+    "adaptive_weight_ce": LossEntry(None, {
+        "score": _choice("iou", "iou", "recall"), "rho": _RHO,
+        "kappa": Option(float, 1.0, lambda k: 0.0 < k <= 4.0, "must be in (0, 4]"),
+        "eps": Option(float, 0.05, lambda e: 0.0 < e <= 1.0, "must be in (0, 1]"),
+        "w_min": Option(float, 0.25, lambda w: 0.0 < w <= 1.0, "must be in (0, 1]"),
+        "w_max": Option(float, 4.0, lambda w: 1.0 <= w <= 100.0, "must be in [1, 100]"),
+        "warmup": Option(int, 500, lambda t: t >= 0, "must be >= 0 (labeled steps)"),
+        "gamma": Option(float, 0.0, lambda g: 0.0 <= g <= 10.0, "must be in [0, 10] (0: CE, > 0: focal)"),
+    }, {}, "CE/focal weighted by (1 - IoU_c + eps)^kappa of an EMA confusion matrix", module=_adaptive_weight_ce),
+    "adaptive_focal": LossEntry(None, {
+        "gamma": Option(float, 1.0, lambda g: 0.0 < g <= 20.0, "must be in (0, 20] (the initial gamma)"),
+        "step_size": Option(float, 1.0, lambda s: 0.0 < s <= 10.0, "must be in (0, 10]"),
+        "gamma_min": Option(float, 0.1, lambda g: 0.0 < g <= 1.0, "must be in (0, 1]"),
+        "gamma_max": Option(float, 20.0, lambda g: 1.0 <= g <= 50.0, "must be in [1, 50]"),
+        "rho": _RHO, "update_every": Option(int, 100, lambda k: k >= 1, "must be >= 1 (labeled steps)"),
+    }, {}, "focal with per-class gamma moved by the class's confidence - accuracy gap", module=_adaptive_focal),
+    "auto": LossEntry(None, {"class_weights": _RECIPE}, {},
+                      "alpha CE_w + (1 - alpha)(1 - Dice), weights and alpha from the labeled split", module=_auto),
 }
 
 
@@ -111,6 +183,14 @@ def _convert(name: str, key: str, opt: Option, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"loss {name!r}: option {key} expects true or false, but got {value!r}")
         return value
+    if opt.kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"loss {name!r}: option {key} expects a string, but got {value!r}")
+        return value
+    if opt.kind is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"loss {name!r}: option {key} expects a whole number, but got {value!r}")
+        return int(value)
     if opt.kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"loss {name!r}: option {key} expects a number, but got {value!r}")
@@ -161,22 +241,46 @@ class SegLoss(nn.Module):
                  class_counts: ClassCounts | None = None) -> None:
         super().__init__()
         entry = _entry(name)
+        if entry.module is not None:  # a stateful loss: its defaults fill in, its state is its own
+            options = {k: o.default for k, o in entry.options.items() if o.default is not None} | dict(options)
         self.name, self.options = name, dict(options)
         kwargs = {entry.rename.get(k, k): v for k, v in options.items() if k != "class_weights"}
         self.weights = resolve_class_weights(name, options.get("class_weights"), num_classes=num_classes,
                                              class_counts=class_counts)
         values = None if self.weights is None else torch.tensor(self.weights.values, dtype=torch.float32)
+        self.stateful: nn.Module | None = None
+        if entry.module is not None:
+            self.stateful = entry.module(num_classes=num_classes, ignore_index=ignore_index, class_weights=values,
+                                         class_counts=class_counts, **kwargs)
+            values = None  # the module holds what it uses
         # a buffer, so .to(device) moves it and checkpoints hold it; passed at call time for that reason
         self.register_buffer("class_weights", values)
-        self._fn = partial(entry.fn, ignore_index=ignore_index, **kwargs)
+        if entry.fn is not None:
+            self._fn = partial(entry.fn, ignore_index=ignore_index, **kwargs)
 
     def describe(self) -> dict[str, Any]:
         """Name, options and the class weights actually used (for the trial's info)."""
         weights = None if self.weights is None else self.weights.to_json()
         options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
-        return {"name": self.name, "options": options, "class_weights": weights}
+        out = {"name": self.name, "options": options, "class_weights": weights}
+        if self.stateful is not None and hasattr(self.stateful, "describe"):
+            out |= self.stateful.describe()
+        return out
+
+    def observe(self, logits: Tensor, target: Tensor) -> None:
+        """Let an adaptive loss update its state from one labeled batch (detached logits); no-op for the others."""
+        if self.stateful is not None and hasattr(self.stateful, "observe"):
+            self.stateful.observe(logits.detach(), target)
+
+    def state_metrics(self, class_names: Sequence[str]) -> dict[str, float]:
+        """An adaptive loss's state as `loss/weight/<class>` / `loss/gamma/<class>` metrics; {} for the others."""
+        if self.stateful is None:
+            return {}
+        return self.stateful.state_metrics(class_names)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.stateful is not None:
+            return self.stateful(logits, target)
         if self.class_weights is None:
             return self._fn(logits, target)
         return self._fn(logits, target, class_weights=self.class_weights)

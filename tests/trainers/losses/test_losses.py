@@ -14,11 +14,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from trainers.data.stats import ClassCounts
 from trainers.losses import LOSSES, SegLoss
 from trainers.losses import functional as LF
 
 IGNORE = 255
 C = 4
+
+
+def counts(classes=C, order=None):
+    """A labeled split's class counts, for the losses that need them (weight recipes, `auto`); `order` permutes them."""
+    pixels = tuple(10 ** (5 - c % 5) for c in (range(classes) if order is None else order))
+    return ClassCounts(classes=tuple(f"c{c}" for c in range(classes)), pixels=pixels, image_pixels=pixels, images=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -188,7 +195,7 @@ def test_losses_stay_fp32_under_bf16_autocast():
     logits, target = batch(dtype=torch.float32, shape=(2, 16, 16), classes=19, scale=3.0)
     target[target >= 19] = IGNORE
     for name in sorted(LOSSES):
-        loss = SegLoss(name, {}, ignore_index=IGNORE, num_classes=19)
+        loss = SegLoss(name, {}, ignore_index=IGNORE, num_classes=19, class_counts=counts(19))
         plain = loss(logits, target)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             autocast = loss(logits, target)
@@ -203,14 +210,19 @@ VARIANTS = [(name, {}) for name in sorted(LOSSES)] + [
     ("focal", {"gamma": 2.0, "lambda": 2.0}), ("focal", {"gamma": 0.5, "lambda": 2.0}),
     ("focal_ovr", {"gamma": 0.5, "alpha": -1.0}),
     ("dice", {"squared": True, "smooth": 1.0}), ("combo", {"alpha": 0.2}), ("combo_paper", {"alpha": 0.3, "beta": 0.8}),
+    ("tversky", {"alpha": 0.5, "beta": 0.5, "smooth": 1.0}), ("focal_tversky", {"gamma": 0.75}),
+    ("generalised_dice", {"weighting": "simple"}), ("generalised_dice", {"weighting": "uniform", "smooth": 1.0}),
+    ("ohem_ce", {"thresh": 0.7, "min_kept": 5}), ("adaptive_weight_ce", {"gamma": 2.0, "score": "recall"}),
+    ("adaptive_focal", {"gamma": 2.0}), ("auto", {"class_weights": "enet"}),
 ]
-WEIGHTED = sorted(name for name, entry in LOSSES.items() if "class_weights" in entry.options)
+# losses that take a list of weights (auto takes a recipe only)
+WEIGHTED = sorted(name for name, entry in LOSSES.items() if "class_weights" in entry.options and entry.module is None)
 WEIGHTS = (0.5, 1.0, 2.0, 4.0)
 
 
-def build(name, options, weights=None):
+def build(name, options, weights=None, order=None):
     options = options if weights is None else {**options, "class_weights": weights}
-    return SegLoss(name, options, ignore_index=IGNORE, num_classes=C)
+    return SegLoss(name, options, ignore_index=IGNORE, num_classes=C, class_counts=counts(order=order))
 
 
 def variant_id(variant):
@@ -253,7 +265,9 @@ def test_contract_every_registry_loss(variant):
     perm = torch.tensor([2, 0, 3, 1])
     inverse = torch.argsort(perm)
     permuted_target = torch.where(target == IGNORE, target, inverse[target.clamp_max(C - 1)])
-    permuted = loss if weights is None else build(name, options, tuple(WEIGHTS[int(c)] for c in perm))
+    # class weights and class counts permuted with the classes; a stateful loss is rebuilt in its initial state
+    permuted = build(name, options, None if weights is None else tuple(WEIGHTS[int(c)] for c in perm),
+                     order=perm.tolist())
     assert torch.allclose(loss(logits.detach(), target), permuted(logits.detach()[:, perm], permuted_target))
 
     small = logits.detach()[:, :, :3, :3].clone().requires_grad_(True)

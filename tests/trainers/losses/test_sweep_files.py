@@ -23,3 +23,12 @@ def test_paper_table3_is_ce_focal_combo_on_cityscapes_with_three_seeds(tmp_path)
     assert {(t.preset, t.dataset.name, t.dataset.root, t.dataset.labeled_ratio) for t in trials} == {
         ("paper", "cityscapes", str(tmp_path), 0.125)}
     assert {e.name for t in trials for e in t.eval} == {"cityscapes"}
+
+
+def test_adaptive_vs_static_is_six_losses_times_three_seeds_on_generated_data():
+    spec = load_spec(SPACES / "adaptive_vs_static.yaml", env={})
+    trials = spec.trials()
+    assert len(trials) == 18 and {t.preset for t in trials} == {"tiny"}
+    assert {t.dataset.name for t in trials} == {"synth"}
+    assert {t.loss.name for t in trials} == {"ce", "focal", "combo", "adaptive_weight_ce", "adaptive_focal", "auto"}
+    assert {t.seed for t in trials} == {0, 1, 2}
