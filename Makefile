@@ -8,7 +8,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export S4SWEEP_HOME ?= $(CURDIR)/runs
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean image tracking
+
+# the project image's tag: <s4sweep version>-ray<Ray pin>, as cluster/ names it
+IMAGE ?= s4sweep:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)-ray$(shell sed -n 's/^ray==//p' constraints.txt)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +27,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/s4sweep sweep --dry-run
 	$(VENV)/bin/s4sweep sweep
+	$(VENV)/bin/s4sweep report smoke --format md,csv,html,png
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -35,10 +39,20 @@ bench: $(STAMP)
 	$(PY) bench/colour_baseline.py
 	$(PY) bench/trainer_step.py
 	$(PY) bench/sweep_overhead.py
+	$(PY) bench/report.py
 	$(PY) bench/losses.py
+	$(PY) bench/data.py
+	$(PY) bench/tiny_quality.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench
+
+# docker/README.md: one image for the Ray head and workers; the team tracking stack (PostgreSQL + mlflow server)
+image:
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+tracking:
+	docker compose -f docker/compose.yaml up -d --build
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -22,11 +22,13 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.runs import RunError
     from orchestrator.spec import SpecError
+    from orchestrator.submit import SubmitError
     from orchestrator.tracking import TrackingError
     from trainers.config import ConfigError
     from trainers.data import DataError
 
-    return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError)
+    return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError,
+            SubmitError)
 
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -86,7 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from trainers.s4gan.predict import evaluate_checkpoint
 
     result = evaluate_checkpoint(Path(args.checkpoint), dataset=args.dataset, root=args.root, split=args.split,
-                                 label_set=args.label_set, eval_size=tuple(args.eval_size) if args.eval_size else None,
+                                 label_set=args.label_set, remap=args.remap,
+                                 eval_size=tuple(args.eval_size) if args.eval_size else None,
                                  out=Path(args.out) if args.out else None,
                                  save_predictions=Path(args.save_predictions) if args.save_predictions else None)
     print_eval(result)
@@ -94,25 +97,135 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    n_val = args.n_val if args.n_val is not None else max(2, args.n // 4)
+    out = Path(args.out).resolve()
+    if args.layout == "idd":  # sizes vary by design (trainers/data/synth_idd.py SIZES): --height/--width do not apply
+        from trainers.data.synth_idd import generate as generate_idd
+
+        idd = generate_idd(out, n_train=args.n, n_val=n_val, seed=args.seed)
+        print(f"wrote {args.n} train + {n_val} val IDD-layout scenes (polygons and label PNGs) to {out}")
+        for label_set, share in idd.void_share.items():
+            print(f"  {label_set:<7} void (ignored) {100 * share:6.2f}% of train pixels")
+        return 0
     from trainers.data.synth import generate
 
-    n_val = args.n_val if args.n_val is not None else max(2, args.n // 4)
-    summary = generate(Path(args.out).resolve(), n_train=args.n, n_val=n_val, seed=args.seed,
-                       size=(args.height, args.width))
-    print(f"wrote {args.n} train + {n_val} val scenes to {Path(args.out).resolve()}")
+    summary = generate(out, n_train=args.n, n_val=n_val, seed=args.seed, size=(args.height, args.width))
+    print(f"wrote {args.n} train + {n_val} val scenes to {out}")
     for name, share in summary.frequencies.items():
         print(f"  {name:<14} {100 * share:6.2f}%")
     return 0
 
 
+def cmd_data_prepare_idd(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trainers.data.idd import prepare_idd
+
+    root = Path(args.root).resolve()
+    with tqdm(desc="rasterising", unit="file", dynamic_ncols=True) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = prepare_idd(root, args.label_set, splits=args.split, workers=args.workers,
+                             skip_unknown=args.skip_unknown, progress=progress)
+    for line in report.problems:
+        print(line)
+    print(f"{report.files} polygon files, label sets {', '.join(dict.fromkeys(args.label_set))}: "
+          f"{report.written} PNGs written, {report.current} already up to date, {report.failed} file(s) failed, "
+          f"{len(report.problems)} problem(s)")
+    return 1 if report.problems else 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from trainers.data.check import check_dataset
 
-    problems, counted = check_dataset(Path(args.root).resolve(), splits=args.split)
+    problems, counted = check_dataset(Path(args.root).resolve(), splits=args.split, layout=args.layout,
+                                      label_sets=args.label_set)
     for line in problems:
         print(line)
     print(f"checked {counted} image/label pairs: {len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from orchestrator.spec import load_spec, resolve_spec_path
+    from orchestrator.submit import plan, submit
+
+    address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise UsageError("no cluster: pass --address http://<head>:8265 (or set RAY_API_SERVER_ADDRESS)")
+    path = resolve_spec_path(args.spec)
+    job = plan(load_spec(path), path, tracking_uri=args.tracking_uri, storage=args.storage, run_name=args.run_name,
+               trigger=args.trigger, max_concurrent=args.max_concurrent)
+    return submit(job, address=address, wait=args.wait)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from orchestrator import regress, report, results
+
+    tolerances = _tolerances(args.tolerance)
+    run = results.find_run(args.sweep, args.run, tracking_uri=args.tracking_uri, storage=args.storage)
+    out = results.output_dir(run, "report", args.out)
+    with tempfile.TemporaryDirectory(prefix="s4sweep-report-") as cache:
+        res = results.collect(run, cache=Path(cache))
+        try:
+            built = report.build(res, report.options_for(res, axis=args.columns, small_objects=args.small_objects))
+            report.write(built, res, out, [f.strip() for f in args.format.split(",") if f.strip()])
+        except ValueError as e:  # an unknown --columns axis or --format
+            raise UsageError(str(e)) from None
+    report.publish(run, out, "report")
+    print(report.to_markdown(built))
+    print(f"report of run {run.run_id}: {out} (also on MLflow parent run {run.parent_run_id}, under report/)")
+    if args.emit_baseline:
+        try:
+            regress.emit_baseline(res, built, Path(args.emit_baseline).resolve(), tolerances=tolerances)
+        except regress.BaselineError as e:
+            raise UsageError(str(e)) from None
+        print(f"baseline written: {Path(args.emit_baseline).resolve()}")
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from orchestrator import regress, report, results
+
+    try:
+        baseline = regress.read_baseline(Path(args.baseline))
+    except regress.BaselineError as e:
+        raise UsageError(str(e)) from None
+    run = results.find_run(args.sweep, args.run, tracking_uri=args.tracking_uri, storage=args.storage)
+    before = results.previous_run(run, storage=args.storage)
+    with tempfile.TemporaryDirectory(prefix="s4sweep-regress-") as cache:
+        res = results.collect(run, cache=Path(cache))
+        previous = results.collect(before, cache=Path(cache) / "previous", artifacts=False) if before else None
+        verdict = regress.compare(res, baseline, baseline_file=args.baseline, previous=previous)
+    out = results.output_dir(run, "regress", args.out)
+    regress.write(verdict, out)
+    report.publish(run, out, "regress")
+    if args.webhook:
+        regress.notify(args.webhook, verdict)
+    print(regress.to_markdown(verdict))
+    print(f"verdict of run {run.run_id}: {out} (also on MLflow parent run {run.parent_run_id}, under regress/)")
+    return verdict.exit_code
+
+
+def _tolerances(pairs: list[str] | None) -> dict[str, float]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--tolerance must be KEY=NUMBER (e.g. miou_abs=0.01), but got {pair!r}")
+    return out
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
@@ -135,13 +248,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "eval": cmd_eval,
     "data synth": cmd_data_synth,
+    "data prepare-idd": cmd_data_prepare_idd,
     "data check": cmd_data_check,
     "spaces": cmd_spaces,
+    "report": cmd_report,
+    "regress": cmd_regress,
     "ui": cmd_ui,
+    "submit": cmd_submit,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import os
+
+    from trainers.data.labels_idd import ID_TYPE
+
     parser = argparse.ArgumentParser(prog="s4sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,23 +290,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--root")
     p.add_argument("--label-set")
+    p.add_argument("--remap", help="declared remap from the model's label set, e.g. level4->cs19")
     p.add_argument("--split", default="val")
     p.add_argument("--eval-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--out", help="directory for metrics.json (default: beside the checkpoint)")
     p.add_argument("--save-predictions", metavar="DIR", help="one raw-label-id PNG per image (benchmark format)")
 
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("synth", help="write generated road scenes in the Cityscapes layout")
+    p = data.add_parser("synth", help="write generated road scenes in the Cityscapes or the IDD layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--layout", choices=["cityscapes"], default="cityscapes")
+    p.add_argument("--layout", choices=["cityscapes", "idd"], default="cityscapes",
+                   help="idd: polygon JSON of varied sizes plus the label PNGs of every label set")
     p.add_argument("--n", type=int, default=48, help="train images (val gets a quarter unless --n-val)")
     p.add_argument("--n-val", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=512)
-    p = data.add_parser("check", help="scan a dataset tree and name every broken file")
+    p.add_argument("--height", type=int, default=256, help="cityscapes layout only")
+    p.add_argument("--width", type=int, default=512, help="cityscapes layout only")
+    p = data.add_parser("prepare-idd", help="rasterise IDD polygons into *_gtFine_label<set>Ids.png beside them")
+    p.add_argument("root", help="the unpacked IDD root (leftImg8bit/, gtFine/)")
+    p.add_argument("--label-set", nargs="+", default=["level3"], choices=list(ID_TYPE),
+                   help="one or more label sets (default level3, the benchmark's 26 classes)")
+    p.add_argument("--split", nargs="+", help="splits under gtFine/ (default: every one there)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: every core)")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="write PNGs for files with unknown labels too, skipping those objects (still reported)")
+    p = data.add_parser("check", help="scan a dataset tree (Cityscapes or IDD) and name every broken file")
     p.add_argument("root")
     p.add_argument("--split", nargs="+", default=["train", "val"])
+    p.add_argument("--layout", choices=["cityscapes", "idd"], help="default: detected from the files")
+    p.add_argument("--label-set", nargs="+", choices=list(ID_TYPE),
+                   help="IDD: label PNGs to check (default: every label set with prepared PNGs)")
+
+    p = sub.add_parser("submit", help="run a sweep as a Ray job on a remote cluster (see cluster/README.md)")
+    p.add_argument("spec", help="sweep file inside the project, or shipped name")
+    p.add_argument("--address", help="the cluster's job API, http://<head>:8265 (default: $RAY_API_SERVER_ADDRESS)")
+    p.add_argument("--wait", action="store_true", help="follow the job's logs; exit 0 if it succeeded, else 1")
+    p.add_argument("--tracking-uri", help="the MLflow server the trials log to (default: $MLFLOW_TRACKING_URI)")
+    p.add_argument("--storage", help="shared storage on the cluster (default: the cluster's $S4SWEEP_HOME)")
+    p.add_argument("--run-name", help="the run id and submission id (default <sweep>-<UTC timestamp>)")
+    p.add_argument("--trigger", default="manual", help="recorded on the run, e.g. nightly")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+
+    p = sub.add_parser("report", help="per-class tables, statistics, pictures and cost of a sweep run")
+    p.add_argument("sweep", help="the sweep's name")
+    p.add_argument("--run", help="a run id (default: the latest finished or failed run of the sweep)")
+    p.add_argument("--format", default="md,csv,html,png", help="comma-separated: md, csv, html, png (default all)")
+    p.add_argument("--out", help="output folder (default: <run directory>/report)")
+    p.add_argument("--columns", metavar="AXIS", help="column axis: variant (default) or a varied param, e.g. seed")
+    p.add_argument("--small-objects", action="store_true",
+                   help="re-evaluate each trial's checkpoint for recall by object size (needs the run directory)")
+    p.add_argument("--emit-baseline", metavar="FILE", help="also write a baseline JSON for `s4sweep regress`")
+    p.add_argument("--tolerance", action="append", metavar="KEY=VALUE",
+                   help="with --emit-baseline: miou_abs, iou_abs (fractions), wall_rel, seed_std_k")
+    p.add_argument("--storage")
+    p.add_argument("--tracking-uri")
+
+    p = sub.add_parser("regress", help="compare a sweep run with a pinned baseline (exit 0 pass, 1 regression, "
+                                       "2 unusable inputs)")
+    p.add_argument("sweep", help="the sweep's name")
+    p.add_argument("--baseline", required=True, metavar="FILE", help="written by `report --emit-baseline`")
+    p.add_argument("--run", help="a run id (default: the latest finished or failed run of the sweep)")
+    p.add_argument("--out", help="output folder (default: <run directory>/regress)")
+    p.add_argument("--webhook", metavar="URL", help="POST the verdict as JSON to this URL")
+    p.add_argument("--storage")
+    p.add_argument("--tracking-uri")
 
     sub.add_parser("spaces", help="list the shipped sweep files")
     p = sub.add_parser("ui", help="serve the MLflow UI on the embedded store (127.0.0.1)")

@@ -40,8 +40,16 @@ class RunState:
 
 
 def storage_root(storage: str | None) -> Path:
-    """--storage, else $S4SWEEP_HOME, else ./runs; always absolute (Tune changes each trial's working directory)."""
-    return Path(storage or os.environ.get("S4SWEEP_HOME") or "runs").expanduser().resolve()
+    """--storage, else $S4SWEEP_HOME, else ./runs; always absolute (Tune changes each trial's working directory).
+
+    A shared filesystem path (NFS, EFS mounted at the same path on every node) is what multi-node runs need;
+    object-store URIs are not supported yet (run state, trial directories and generated data are plain files).
+    """
+    chosen = storage or os.environ.get("S4SWEEP_HOME") or "runs"
+    if "://" in chosen:
+        raise RunError(f"storage {chosen!r}: object-store URIs are not supported yet; mount shared storage "
+                       "(NFS/EFS) at the same path on every node and pass that path")
+    return Path(chosen).expanduser().resolve()
 
 
 def new_run_id(sweep: str, *, run_name: str | None = None, now: datetime | None = None) -> str:

@@ -42,38 +42,50 @@ def tracking_uri_for(root: Path, given: str | None) -> str:
 
 
 def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfig], dict[str, str]]:
-    """Resolve every dataset root to an absolute path (generating `synth` data under `home` where needed) and scan
-    each tree once; any broken file stops the launch here. Returns the trials with their roots filled in."""
-    from trainers.data.cityscapes import file_list_hash, find_pairs
+    """Resolve every dataset root to an absolute path (generating `synth`/`synth_idd` data under `home` where needed),
+    check every evaluation set's remap, and scan each tree once per label set; any broken file stops the launch
+    here. Returns the trials with their roots filled in."""
+    from trainers.data import data_identity, split_pairs
+    from trainers.data.cityscapes import file_list_hash
+    from trainers.data.remap import eval_remaps
 
     fingerprints: dict[str, str] = {}
-    scanned: set[Path] = set()
+    scanned: set[tuple[Path, str]] = set()
 
-    def root_of(name: str, root: str | None, synth_images: int) -> str:
+    def root_of(name: str, root: str | None, label_set: str | None, synth_images: int) -> str:
         path = resolve_root(name, root, synth_images=synth_images, home=home)
-        if path not in scanned:
-            scanned.add(path)
-            problems, counted = check_dataset(path, splits=("train", "val"), table=dataset_info(name).labels)
+        info = dataset_info(name, label_set)
+        if (path, info.label_set) not in scanned:
+            scanned.add((path, info.label_set))
+            problems, counted = check_dataset(path, splits=("train", "val"), table=info.labels, layout=info.layout,
+                                              label_sets=(info.label_set,))
             if problems:
                 shown = "\n  ".join(problems[:20])
                 more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
                 raise DataError(f"{path}: {len(problems)} problem(s) in {counted} files; nothing was scheduled:"
                                 f"\n  {shown}{more}")
-            fingerprints[f"{name}:{path}"] = file_list_hash(find_pairs(path, "train"), path)
+            key = f"{name}:{path}" if info.layout == "cityscapes" else f"{name}:{info.label_set}:{path}"
+            fingerprints[key] = file_list_hash(split_pairs(info, path, "train"), path)
+            if info.layout == "idd":
+                fingerprints[key] += f" rasteriser={data_identity(info)['rasteriser']}"
         return str(path)
 
     resolved = []
     for cfg in trials:
+        eval_remaps(cfg)  # a missing or mismatched remap is refused before anything runs
         n = cfg.dataset.synth_images
         data = cfg.to_dict()
-        data["dataset"]["root"] = root_of(cfg.dataset.name, cfg.dataset.root, n)
+        data["dataset"]["root"] = root_of(cfg.dataset.name, cfg.dataset.root, cfg.dataset.label_set, n)
         for es in data["eval"]:
-            es["root"] = root_of(es["name"], es["root"], n)
+            es["root"] = root_of(es["name"], es["root"], es["label_set"], n)
         resolved.append(TrialConfig.from_dict(data))
     return resolved, fingerprints
 
 
 def git_sha() -> str:
+    """The project's commit: $S4SWEEP_GIT_SHA when set (a submitted job's copy has no .git), else `git rev-parse`."""
+    if os.environ.get("S4SWEEP_GIT_SHA"):
+        return os.environ["S4SWEEP_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5)
@@ -156,7 +168,7 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
     children = tracker.children(state.experiment_id, state.parent_run_id)
     first_eval = spec.trials()[0].eval[0]
     table = comparison_table(children, eval_key=first_eval.metric_key,
-                             classes=dataset_info(first_eval.name).labels.classes)
+                             classes=dataset_info(first_eval.name, first_eval.label_set).labels.classes)
     if unfinished:
         log.warning("sweep run %s interrupted: %d trial(s) unfinished. Continue it with:\n  s4sweep sweep %s "
                     "--resume %s", state.run_id, len(unfinished), spec.source, state.run_id)

@@ -36,6 +36,7 @@ import sqlalchemy.engine
 import sqlalchemy.exc
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -292,6 +293,38 @@ class Tracker:
         last = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}  # stable: ties keep store order
         return sorted(last.items())
 
+    # --- reading back (results, report, regress) ---------------------------------------------------------------------
+
+    def find_experiment(self, name: str) -> str | None:
+        """The id of a live experiment, or None; unlike `experiment`, never creates one."""
+        found = self._call(f"get experiment {name!r}", functools.partial(self._client.get_experiment_by_name, name))
+        return None if found is None or found.lifecycle_stage == "deleted" else found.experiment_id
+
+    def parents(self, experiment_id: str) -> list[ChildRun]:
+        """Every live parent run (one per sweep run) of an experiment, newest first."""
+        return [_record(r) for r in self._search(experiment_id, f"tags.`{ROLE_TAG}` = 'parent'")]
+
+    def run(self, run_id: str) -> ChildRun:
+        """One run, parent or trial, with its tags, params and latest metrics."""
+        return _record(self._call(f"get run {run_id}", functools.partial(self._client.get_run, run_id)))
+
+    def artifact_names(self, run_id: str) -> list[str]:
+        """The paths of a run's top-level artifacts (files and folders)."""
+        listed = self._call(f"list artifacts of run {run_id}", functools.partial(self._client.list_artifacts, run_id))
+        return [f.path for f in listed]
+
+    def download_artifact(self, run_id: str, path: str, dst: Path) -> Path:
+        """Copy one artifact of a run into folder `dst`; returns the local file."""
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        get = functools.partial(self._client.download_artifacts, run_id, path, str(dst))
+        return Path(self._call(f"download artifact {path} of run {run_id}", get))
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        """A browser link to a run, for a tracking server; None for a database store (no UI address)."""
+        if _scheme(self.uri) not in SERVER_SCHEMES:
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
     # --- internals -------------------------------------------------------------------------------------------------
 
     def _children(self, experiment_id: str, parent_id: str, extra_filter: str) -> list[ChildRun]:
@@ -376,6 +409,11 @@ def environment_info() -> dict[str, str]:
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _record(run: Run) -> ChildRun:
+    return ChildRun(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.tags), dict(run.data.params),
+                    dict(run.data.metrics))
 
 
 def _scheme(uri: str) -> str:

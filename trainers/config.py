@@ -39,6 +39,14 @@ def _check_dataset_name(path: str, name: str) -> None:
     _require(name in DATASETS, path, f"must be one of {', '.join(sorted(DATASETS))}", name)
 
 
+def _check_label_set(path: str, name: str, label_set: str | None) -> None:
+    from trainers.data import LABEL_SETS
+
+    valid = LABEL_SETS[name]
+    _require(label_set is None or label_set in valid, path, f"must be one of {', '.join(valid)} for {name}",
+             label_set)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     """Where the training images come from and how they are cut into crops."""
@@ -55,6 +63,7 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         _check_dataset_name("dataset.name", self.name)
+        _check_label_set("dataset.label_set", self.name, self.label_set)
         _require(0.0 < self.labeled_ratio <= 1.0, "dataset.labeled_ratio", "must be in (0, 1]", self.labeled_ratio)
         _require(0.0 < self.scale <= 4.0, "dataset.scale", "must be in (0, 4]", self.scale)
         _positive_pair("dataset.crop_size", self.crop_size)
@@ -68,21 +77,43 @@ class EvalSetConfig:
 
     name: str = "synth"
     root: str | None = None
-    label_set: str | None = None
+    label_set: str | None = None  # None = the dataset's default (IDD: level3)
+    # how the model's classes reach this set's, `SOURCE->TARGET` (e.g. `level4->cs19`; trainers/data/remap.py);
+    # None = the model predicts exactly this set's classes
+    remap: str | None = None
     split: str = "val"
-    eval_size: tuple[int, int] = (512, 1024)  # images (and labels, nearest) resized to this before scoring
+    # images (and labels, nearest) resized to this before scoring; None = the dataset's evaluation size
+    # (Cityscapes 512x1024, IDD 360x640), filled in at construction so the resolved size is logged
+    eval_size: tuple[int, int] | None = None
     max_images: int | None = None  # None = the whole split
     key: str | None = None  # metric prefix; defaults to `name`
 
     def __post_init__(self) -> None:
+        from trainers.data import dataset_info
+
         _check_dataset_name("eval.name", self.name)
-        _positive_pair("eval.eval_size", self.eval_size)
+        _check_label_set("eval.label_set", self.name, self.label_set)
+        if self.eval_size is None:
+            object.__setattr__(self, "eval_size", dataset_info(self.name, self.label_set).eval_size)
+        _positive_pair("eval.eval_size", self.size)
         _require(self.max_images is None or self.max_images > 0, "eval.max_images", "must be > 0", self.max_images)
         _require(self.split in ("train", "val"), "eval.split", "must be 'train' or 'val'", self.split)
+        if self.remap is not None:  # a malformed remap, or one that is not a function, fails here
+            from trainers.data.remap import remap_from_text
+
+            target = remap_from_text(self.remap).target
+            scored = dataset_info(self.name, self.label_set).label_set
+            _require(target == scored, "eval.remap", f"must end in {self.name}'s label set {scored}", self.remap)
 
     @property
     def metric_key(self) -> str:
         return self.key or self.name
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The evaluation size: `eval_size`, typed as never None (construction fills it in from the dataset)."""
+        assert self.eval_size is not None  # narrowing only: __post_init__ always sets it
+        return self.eval_size
 
 
 @dataclass(frozen=True, kw_only=True)

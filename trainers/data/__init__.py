@@ -1,7 +1,11 @@
 """Datasets a trial can train or evaluate on: one typed table of facts per dataset, one plain dict registry.
 
 `synth` is the embedded default: generated driving scenes written in the real Cityscapes layout (trainers/data/synth.py)
-and read by the same Cityscapes reader as the real download, so every test exercises the real file path.
+and read by the same Cityscapes reader as the real download, so every test exercises the real file path. `synth_idd`
+does the same for IDD (trainers/data/synth_idd.py): polygon JSON in the IDD layout, rasterised by our own rasteriser.
+
+A dataset has one DatasetInfo per label set (`LABEL_SETS[name][label_set]`; the `label_set` field of DatasetConfig
+and EvalSetConfig chooses); `DATASETS[name]` is its default label set (IDD: level3, Cityscapes: cs19).
 """
 
 from __future__ import annotations
@@ -9,8 +13,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainers.data.labels import CITYSCAPES, LabelTable
+from trainers.data.labels_idd import DEFAULT_LABEL_SET as IDD_DEFAULT_LABEL_SET
+from trainers.data.labels_idd import IDD_TABLES
+
+if TYPE_CHECKING:
+    from trainers.data.cityscapes import Pair
 
 # ImageNet statistics (RGB, 0..1): what torchvision's ImageNet weights expect. The reference instead subtracts a BGR
 # mean in 0..255 and never divides by a std (s4gan.md §1.6); with BatchNorm in train mode the difference is absorbed,
@@ -27,7 +37,12 @@ class DataError(ValueError):
 class DatasetInfo:
     name: str
     labels: LabelTable
-    layout: str  # directory layout the reader expects
+    layout: str  # directory layout the reader expects: "cityscapes" or "idd"
+    label_set: str = "cs19"  # which of the dataset's label sets `labels` is
+    # (H, W) every training image (label: nearest) is resized to before the pipeline's `scale`; None = as stored.
+    # IDD images come in several sizes; its protocol brings them all to 720x1280 first.
+    base_size: tuple[int, int] | None = None
+    eval_size: tuple[int, int] = (512, 1024)  # default evaluation size (the reference's half resolution)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     generated: bool = False  # root may be omitted: the data is generated on first use
@@ -37,16 +52,57 @@ class DatasetInfo:
         return len(self.labels.classes)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "cityscapes": DatasetInfo(name="cityscapes", labels=CITYSCAPES, layout="cityscapes"),
-    "synth": DatasetInfo(name="synth", labels=CITYSCAPES, layout="cityscapes", generated=True),
+def _idd(name: str, *, base_size: tuple[int, int], eval_size: tuple[int, int],
+         generated: bool = False) -> dict[str, DatasetInfo]:
+    return {label_set: DatasetInfo(name=name, labels=table, layout="idd", label_set=label_set, base_size=base_size,
+                                   eval_size=eval_size, generated=generated)
+            for label_set, table in IDD_TABLES.items()}
+
+
+# dataset -> label set -> facts. IDD: resized to 720x1280, evaluated at 360x640 (720x1280 selectable through
+# eval_size); synth_idd keeps those proportions at its generated scale (a quarter: 180x320, evaluated at 90x160).
+LABEL_SETS: dict[str, dict[str, DatasetInfo]] = {
+    "cityscapes": {"cs19": DatasetInfo(name="cityscapes", labels=CITYSCAPES, layout="cityscapes")},
+    "synth": {"cs19": DatasetInfo(name="synth", labels=CITYSCAPES, layout="cityscapes", generated=True)},
+    "idd": _idd("idd", base_size=(720, 1280), eval_size=(360, 640)),
+    "synth_idd": _idd("synth_idd", base_size=(180, 320), eval_size=(90, 160), generated=True),
 }
+DEFAULT_LABEL_SET: dict[str, str] = {"cityscapes": "cs19", "synth": "cs19", "idd": IDD_DEFAULT_LABEL_SET,
+                                     "synth_idd": IDD_DEFAULT_LABEL_SET}
+DATASETS: dict[str, DatasetInfo] = {name: sets[DEFAULT_LABEL_SET[name]] for name, sets in LABEL_SETS.items()}
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, label_set: str | None = None) -> DatasetInfo:
+    """The facts of dataset `name` under `label_set` (None: the dataset's default label set)."""
     if name not in DATASETS:
         raise DataError(f"dataset: unknown dataset {name!r}; valid datasets are {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+    if label_set is None:
+        return DATASETS[name]
+    sets = LABEL_SETS[name]
+    if label_set not in sets:
+        raise DataError(f"dataset {name!r}: unknown label set {label_set!r}; valid ones are {', '.join(sets)}")
+    return sets[label_set]
+
+
+def split_pairs(info: DatasetInfo, root: Path, split: str) -> list[Pair]:
+    """The sorted (image, label) pairs of one split, read the way `info.layout` lays them out."""
+    if info.layout == "idd":
+        from trainers.data.idd import find_pairs as find_idd_pairs
+
+        return find_idd_pairs(root, split, info.label_set)
+    from trainers.data.cityscapes import find_pairs
+
+    return find_pairs(root, split)
+
+
+def data_identity(info: DatasetInfo) -> dict[str, str]:
+    """What besides the file lists identifies a trial's data: the label set, and how IDD labels were made."""
+    out = {"label_set": info.label_set}
+    if info.layout == "idd":
+        from trainers.data.rasterise import RASTERISER_VERSION
+
+        out["rasteriser"] = str(RASTERISER_VERSION)
+    return out
 
 
 def s4sweep_home() -> Path:
@@ -54,21 +110,26 @@ def s4sweep_home() -> Path:
     return Path(os.environ.get("S4SWEEP_HOME") or "runs").expanduser().resolve()
 
 
-def synth_root(n_train: int, home: Path | None = None) -> Path:
+def synth_root(n_train: int, home: Path | None = None, *, name: str = "synth") -> Path:
     """Generated data is shared by every trial that asks for the same size (it is fixed: seed 0)."""
-    return (home or s4sweep_home()) / "data" / f"synth-{n_train}"
+    return (home or s4sweep_home()) / "data" / f"{name}-{n_train}"
 
 
 def resolve_root(name: str, root: str | None, *, synth_images: int, home: Path | None = None) -> Path:
-    """The absolute dataset root; for `synth` without a root, generate the data once (under `home`, default
-    $S4SWEEP_HOME) and return its directory."""
+    """The absolute dataset root; for `synth` and `synth_idd` without a root, generate the data once (under `home`,
+    default $S4SWEEP_HOME; synth_idd with its label PNGs of every label set) and return its directory."""
     info = dataset_info(name)
     if root is None:
         if not info.generated:
             raise DataError(f"dataset {name!r}: `root` is required (point it at the unpacked download)")
+        out = synth_root(synth_images, home, name=name)
+        if info.layout == "idd":
+            from trainers.data.synth_idd import generate as generate_idd
+
+            generate_idd(out, n_train=synth_images, n_val=max(2, synth_images // 4), seed=0)
+            return out
         from trainers.data.synth import generate
 
-        out = synth_root(synth_images, home)
         generate(out, n_train=synth_images, n_val=max(2, synth_images // 4), seed=0)
         return out
     path = Path(root).expanduser().resolve()

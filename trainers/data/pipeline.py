@@ -8,6 +8,7 @@ each sampler at the draw it had reached.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 
 from trainers.config import DatasetConfig, EvalSetConfig
-from trainers.data import DataError, DatasetInfo, dataset_info, resolve_root
-from trainers.data.cityscapes import Pair, file_list_hash, find_pairs, read_image, read_label
+from trainers.data import DataError, DatasetInfo, data_identity, dataset_info, resolve_root, split_pairs
+from trainers.data.cityscapes import Pair, file_list_hash, read_image, read_label
 
 STREAMS = {"labeled": 1, "labeled_d": 2, "unlabeled": 3}
 
@@ -90,7 +91,10 @@ class ScaledCache:
             return hit
         image = TF.pil_to_tensor(read_image(pair.image))
         label = torch.from_numpy(read_label(pair, info.labels)).unsqueeze(0)
-        h, w = image.shape[-2:]
+        if label.shape[-2:] != image.shape[-2:]:
+            raise DataError(f"{pair.label}: label is {label.shape[-1]}x{label.shape[-2]} but image {pair.image.name} "
+                            f"is {image.shape[-1]}x{image.shape[-2]}")
+        h, w = info.base_size or image.shape[-2:]  # IDD: every image to 720x1280 first, then the scale
         size = [max(1, round(h * scale)), max(1, round(w * scale))]
         image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
         label = TF.resize(label, size, interpolation=InterpolationMode.NEAREST)
@@ -169,10 +173,13 @@ class TrainData:
 
 def train_data(cfg: DatasetConfig, *, batches: dict[str, int], seed: int, split_seed: int, workers: int,
                start_iteration: int = 0, pin_memory: bool = False) -> TrainData:
-    """Three independent infinite loaders (labeled, labeled-for-D, unlabeled), positioned at `start_iteration`."""
-    info = dataset_info(cfg.name)
+    """Three independent infinite loaders (labeled, labeled-for-D, unlabeled), positioned at `start_iteration`.
+
+    The split's fingerprint (file list hash, split hash, label set, IDD rasteriser version) identifies the data."""
+    info = dataset_info(cfg.name, cfg.label_set)
     root = resolve_root(cfg.name, cfg.root, synth_images=cfg.synth_images)
-    split = labeled_split(find_pairs(root, "train"), ratio=cfg.labeled_ratio, split_seed=split_seed, root=root)
+    split = labeled_split(split_pairs(info, root, "train"), ratio=cfg.labeled_ratio, split_seed=split_seed, root=root)
+    split = dataclasses.replace(split, fingerprint={**split.fingerprint, **data_identity(info)})
     sources = {"labeled": split.labeled, "labeled_d": split.labeled, "unlabeled": split.unlabeled}
     cache = ScaledCache(cfg.cache_mb)  # shared by the three streams (with workers, each worker has a copy)
 
@@ -188,10 +195,10 @@ def train_data(cfg: DatasetConfig, *, batches: dict[str, int], seed: int, split_
 
 
 def eval_data(cfg: EvalSetConfig, *, synth_images: int, workers: int = 0) -> tuple[DatasetInfo, DataLoader]:
-    info = dataset_info(cfg.name)
+    info = dataset_info(cfg.name, cfg.label_set)
     root = resolve_root(cfg.name, cfg.root, synth_images=synth_images)
-    pairs = find_pairs(root, cfg.split)
+    pairs = split_pairs(info, root, cfg.split)
     if cfg.max_images is not None:
         pairs = pairs[: cfg.max_images]
-    return info, DataLoader(EvalSet(pairs, info, cfg.eval_size), batch_size=1, num_workers=workers,
+    return info, DataLoader(EvalSet(pairs, info, cfg.size), batch_size=1, num_workers=workers,
                             generator=torch.Generator())  # creating the iterator must not draw from the global RNG

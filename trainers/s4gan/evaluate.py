@@ -15,15 +15,61 @@ from PIL import Image
 from torch import nn
 
 from trainers.data import DatasetInfo
+from trainers.data.remap import Remap
 from trainers.metrics import ConfusionMatrix, EvalMetrics
 from trainers.s4gan.steps import upsample
+
+
+class RemapScorer:
+    """Scores a model's softmax on another label set through a Remap (rules in trainers/data/remap.py).
+
+    Target probabilities are the sums of their source classes' probabilities, renormalised over the mapped mass;
+    the prediction is their argmax and the confidence their max, so no prediction maps to ignore. Ground-truth
+    pixels of target classes no source reaches become ignore. Counts the scored pixels whose first choice among
+    the source classes was an ignored one.
+    """
+
+    def __init__(self, remap: Remap, *, ignore_index: int, device: torch.device) -> None:
+        self.remap, self.ignore_index = remap, ignore_index
+        lut = torch.as_tensor(remap.lut.astype(np.int64), device=device)
+        self.mapped = lut != ignore_index  # [S] source classes that reach a target class
+        self.source_to_target = lut[self.mapped]  # target class of each mapped source class
+        self.num_targets = len(remap.target_classes)
+        unscored = torch.ones(self.num_targets, dtype=torch.bool, device=device)
+        unscored[self.source_to_target] = False
+        self.unscored = torch.nonzero(unscored).flatten()
+        # summed on the device, read once by describe(): no host sync per image
+        self.scored_pixels = torch.zeros((), dtype=torch.int64, device=device)
+        self.argmax_ignored_pixels = torch.zeros((), dtype=torch.int64, device=device)
+
+    def __call__(self, probs: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prediction, confidence, label) on the target set from source probabilities [N, S, H, W]."""
+        n, _, h, w = probs.shape
+        target = probs.new_zeros(n, self.num_targets, h, w)
+        target.index_add_(1, self.source_to_target, probs[:, self.mapped])
+        target = target / target.sum(1, keepdim=True).clamp_min(torch.finfo(target.dtype).tiny)
+        confidence, pred = target.max(1)
+        if len(self.unscored):
+            label = torch.where(torch.isin(label, self.unscored), self.ignore_index, label)
+        scored = (label != self.ignore_index) & (label >= 0) & (label < self.num_targets)
+        self.scored_pixels += scored.sum()
+        self.argmax_ignored_pixels += (scored & ~self.mapped[probs.argmax(1)]).sum()
+        return pred, confidence, label
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.remap.describe(), "scored_pixels": int(self.scored_pixels),
+                "argmax_ignored_pixels": int(self.argmax_ignored_pixels)}
 
 
 @torch.inference_mode()
 def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], info: DatasetInfo, *,
              device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
-             channels_last: bool = False, keep: int = 0) -> tuple[EvalMetrics, list[dict[str, np.ndarray]]]:
-    """Single-scale evaluation (batch 1, no flip) as the reference; returns the metrics and the first `keep` samples."""
+             channels_last: bool = False, keep: int = 0,
+             remap: RemapScorer | None = None) -> tuple[EvalMetrics, list[dict[str, np.ndarray]]]:
+    """Single-scale evaluation (batch 1, no flip) as the reference; returns the metrics and the first `keep` samples.
+
+    `remap` scores a model trained on another label set on `info`'s (it also counts what it did, see RemapScorer).
+    """
     was_training = generator.training
     generator.eval()  # BN uses its running statistics, as the reference's evaluate.py
     matrix = ConfusionMatrix(info.num_classes, ignore_index=info.labels.ignore_index, device=device)
@@ -36,7 +82,10 @@ def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
             with autocast or contextlib.nullcontext():
                 logits = generator(image)
             probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
-            confidence, pred = probs.max(1)
+            if remap is not None:
+                pred, confidence, label = remap(probs, label)
+            else:
+                confidence, pred = probs.max(1)
             matrix.update(pred, label, confidence)
             if len(samples) < keep:
                 samples.append({"image": image[0].float().cpu().numpy(), "label": label[0].cpu().numpy(),

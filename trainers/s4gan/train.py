@@ -24,13 +24,14 @@ from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data import dataset_info
 from trainers.data.pipeline import TrainData, eval_data, train_data
+from trainers.data.remap import eval_remaps
 from trainers.data.stats import ClassCounts, class_pixel_counts
 from trainers.losses import build_loss, needs_class_counts
 from trainers.reporting import Reporter, TrialResult
 from trainers.s4gan import checkpoint as ckpt
 from trainers.s4gan import steps
 from trainers.s4gan.discriminator import Discriminator
-from trainers.s4gan.evaluate import evaluate, save_confusion, save_json, save_samples
+from trainers.s4gan.evaluate import RemapScorer, evaluate, save_confusion, save_json, save_samples
 from trainers.s4gan.model import build_generator, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,11 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     rt.opt_g.zero_grad(set_to_none=True)
     with rt.autocast():
         logits_l = rt.generator(x_l)
-    loss_sup = steps.supervised_loss(rt.criterion, steps.upsample(logits_l.float(), y_l.shape[-2:]), y_l)
+    logits_sup = steps.upsample(logits_l.float(), y_l.shape[-2:])
+    loss_sup = steps.supervised_loss(rt.criterion, logits_sup, y_l)
+    observe = getattr(rt.criterion, "observe", None)  # an adaptive loss updates its state on the device, no sync
+    if observe is not None:
+        observe(logits_sup.detach(), y_l)
     terms = {M.LOSS_SUP: loss_sup}
     if rt.discriminator is None:  # the supervised-only control
         _check_finite(terms, iteration)
@@ -243,19 +248,26 @@ def _restore(rt: Runtime, state: Mapping[str, Any]) -> int:
 
 def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
                     reporter: Reporter) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Every evaluation set under its own metric prefix; on the final one also the pictures and per-class JSON."""
+    """Every evaluation set under its own metric prefix; on the final one also the pictures and per-class JSON.
+
+    A set on another label set is scored through its declared remap; the remap (and the classes it drops) is then
+    recorded as the `remap` entry of that set's metrics JSON."""
     values: dict[str, float] = {}
     reports: dict[str, dict[str, Any]] = {}
+    remaps = eval_remaps(rt.cfg)
     for es in rt.cfg.eval:
         info, loader = eval_data(es, synth_images=rt.cfg.dataset.synth_images)
         keep = rt.cfg.schedule.num_samples if final else 0
+        remap = remaps[es.metric_key]
+        scorer = None if remap is None else RemapScorer(remap, ignore_index=info.labels.ignore_index, device=rt.device)
         metrics, samples = evaluate(rt.generator, loader, info, device=rt.device, autocast=rt.autocast(),
-                                    channels_last=rt.channels_last, keep=keep)
+                                    channels_last=rt.channels_last, keep=keep, remap=scorer)
         values |= metrics.as_metrics(es.metric_key)
-        reports[es.metric_key] = metrics.to_json()
+        report = metrics.to_json() | ({"remap": scorer.describe()} if scorer is not None else {})
+        reports[es.metric_key] = report
         if final:
             out = workdir / "artifacts"
-            for path in (save_json(metrics.to_json(), out / f"per_class_{es.metric_key}.json"),
+            for path in (save_json(report, out / f"per_class_{es.metric_key}.json"),
                          save_confusion(metrics, out / f"confusion_{es.metric_key}.png"),
                          save_samples(samples, info, out / f"samples_{es.metric_key}.png")):
                 if path is not None:
@@ -269,7 +281,8 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     workdir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     sched = cfg.schedule
-    info_dataset = dataset_info(cfg.dataset.name)
+    info_dataset = dataset_info(cfg.dataset.name, cfg.dataset.label_set)
+    eval_remaps(cfg)  # a missing or mismatched remap fails now, not at the first evaluation
     state = ckpt.load(resume) if resume is not None else None
     start = int(state["iteration"]) if state else 0
     batches = {"labeled": sched.batch_labeled, "labeled_d": sched.batch_d, "unlabeled": sched.batch_unlabeled}
@@ -308,6 +321,9 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
             n = done - window_start
             values = {k: float(v) / n for k, v in window.items()}
             values |= {M.LR: lr, M.STEP_TIME: (time.perf_counter() - window_t) / n}
+            state_metrics = getattr(rt.criterion, "state_metrics", None)  # loss/weight/<class>, loss/gamma/<class>
+            if state_metrics is not None:
+                values |= state_metrics(info_dataset.labels.classes)
             reporter.metrics(done, values)
             window, window_start, window_t = {}, done, time.perf_counter()
         final = done == sched.iterations

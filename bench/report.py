@@ -1,0 +1,130 @@
+"""How long `s4sweep report` takes at scale, and where the time goes (target: 1,000 trials x 19 classes under 10 s).
+
+Run: `python bench/report.py [--variants 100] [--seeds 10] [--images 100] [--replicates 1000] [--profile]`
+(or `make bench`). A synthetic sweep run, no MLflow: `variants` x `seeds` trials on one evaluation set with the 19
+Cityscapes classes, per-image intersection/union counts for every trial (the bootstrap's input), metrics that agree
+with those counts. Timed stages: the results table (results.build_table, as `collect` builds it after downloading),
+the report (per-class tables + paired bootstrap of every column against the baseline), the pictures, and writing
+results.parquet, md, csv and html (the steps of report.write, timed one by one). `--profile` adds the 15 most
+expensive functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator import report, results
+from trainers import metric_names as M
+from trainers.data.labels import CITYSCAPES
+
+
+@dataclass(frozen=True)
+class FakeChild:
+    """The fields of tracking.ChildRun that build_table reads."""
+
+    name: str
+    run_id: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def synthetic(variants: int, seeds: int, images: int, *, seed: int = 0) -> tuple[list[FakeChild], dict]:
+    """`variants` x `seeds` finished trials (child runs and per-image counts); variant v shifts every class's IoU
+    by v/4 points, and every image has its own noise."""
+    rng = np.random.default_rng(seed)
+    classes = CITYSCAPES.classes
+    c = len(classes)
+    base_iou = rng.uniform(0.05, 0.9, c)
+    union = rng.integers(500, 5000, size=(images, c))
+    children, per_image = [], {}
+    for v in range(variants):
+        name = "ce" if v == 0 else f"focal-g{v}"
+        for s in range(seeds):
+            trial = f"{name}-s{s}"
+            p = np.clip(base_iou + v / 400 + rng.normal(0, 0.1, (images, c)), 0, 1)
+            inter = np.round(union * p).astype(np.int64)
+            iou = inter.sum(0) / union.sum(0)
+            metrics = {M.val_class("synth", kind, cls): float(x) for kind in M.PER_CLASS
+                       for cls, x in zip(classes, iou, strict=True)}
+            metrics |= {M.val("synth", "miou"): float(iou.mean()), M.val("synth", "miou_all"): float(iou.mean()),
+                        M.val("synth", "fwiou"): float(iou.mean()), M.val("synth", "pixel_acc"): 0.8,
+                        M.val("synth", "ece"): 0.05, M.TRIAL_TIME: float(rng.uniform(3000, 4000))}
+            params = {"seed": str(s), "split_seed": "0", "dataset.name": "synth", "loss.name": name.split("-")[0],
+                      "loss.options.gamma": "None" if v == 0 else str(v)}
+            children.append(FakeChild(trial, f"run-{trial}", "FINISHED", params, metrics))
+            per_image[(trial, "synth")] = (inter, union)
+    return children, per_image
+
+
+STAGES: list[tuple[str, float]] = []
+
+
+def log_stage(name: str, t0: float) -> None:
+    STAGES.append((name, time.perf_counter() - t0))
+
+
+def run_report(children: list[FakeChild], per_image: dict, out: Path, replicates: int) -> None:
+    run = results.SweepRun(sweep="bench", run_id="bench-1", status="finished", tracking_uri="", experiment_id="0",
+                           parent_run_id="p")
+    t0 = time.perf_counter()
+    table = results.build_table(run, children, resources=(8.0, 1.0))
+    log_stage("results table (build_table)", t0)
+    res = results.SweepResults(run=run, table=table, per_image=per_image, params={c.name: c.params for c in children},
+                               expected_trials=len(children))
+    t0 = time.perf_counter()
+    built = report.build(res, report.Options(replicates=replicates))
+    log_stage("report: per-class tables + paired bootstrap", t0)
+    t0 = time.perf_counter()
+    results.save(res.table, out / "results.parquet")
+    log_stage("write results.parquet", t0)
+    t0 = time.perf_counter()
+    figures = {(ct.train, ct.eval): report.pictures(ct, res, out) for ct in built.tables}
+    log_stage(f"pictures ({', '.join(p.name for f in figures.values() for _, p in f)})", t0)
+    for name, render in (("report.md", lambda: report.to_markdown(built)), ("report.csv", lambda: report.to_csv(built)),
+                         ("report.html", lambda: report.to_html(built, figures))):
+        t0 = time.perf_counter()
+        (out / name).write_text(render(), encoding="utf-8")
+        log_stage(f"write {name}", t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--images", type=int, default=100, help="validation images per trial (bootstrap input)")
+    parser.add_argument("--replicates", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    children, per_image = synthetic(args.variants, args.seeds, args.images)
+    generated = time.perf_counter() - t0
+    profiler = cProfile.Profile() if args.profile else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if profiler:
+            profiler.enable()
+        run_report(children, per_image, Path(tmp), args.replicates)
+        if profiler:
+            profiler.disable()
+    total = sum(seconds for _, seconds in STAGES)
+    trials = args.variants * args.seeds
+    print(f"report of {trials} trials x {len(CITYSCAPES.classes)} classes, {args.images} images each, "
+          f"{args.replicates} bootstrap replicates, {args.variants - 1} columns tested against the baseline")
+    print(f"(synthetic data generated in {generated:.1f} s, not counted)")
+    for name, seconds in STAGES:
+        print(f"  {name:<52} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
+    print(f"  {'total':<52} {total:7.2f} s  (target < 10 s: {'met' if total < 10 else 'MISSED'})")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""A sweep run's trials as one Arrow table: the notebook API, and what `report` and `regress` read.
+
+    from orchestrator import results
+    table = results.load("smoke")                 # latest ended run; or run="smoke-20261125T101500Z"
+    df = table.to_pandas()                        # one row per trial x eval set x class x metric
+
+Columns, in order: `run`, `trial`, `variant` (trial name less its `-s<seed>` / `-split<seed>` suffixes), `status`
+(the child run's MLflow status), `seed`, `split_seed`, `dataset` (training set), `eval` (evaluation key), `class`
+(null for summaries), `metric` (iou | precision | recall | miou | miou_all | fwiou | pixel_acc | ece), `value`,
+`wall_s` (the trial's train() time), `cpu`, `gpu` (resources per trial), `precision`, `run_id` (the child run);
+then one column per varied parameter (flattened config paths such as `loss.name`, typed where every value parses).
+
+Values are each child run's latest metrics: MLflow keeps, per key, the value at the highest step and, among values
+logged at that step, the last one, so a restored trial that replays steps reports its final evaluation once.
+Read through MLflow (children of the run's parent); the per-image intersection/union counts of each trial's
+`per_class_<eval>.json` come along for the report's bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from orchestrator import runs
+from trainers import metric_names as M
+from trainers.data import DataError, dataset_info
+
+log = logging.getLogger(__name__)
+ENDED: tuple[runs.Status, ...] = ("finished", "failed")  # runs that stopped by themselves (some trials may have failed)
+FINISHED = "FINISHED"
+DOWNLOAD_THREADS = 4
+FIXED_COLUMNS = ("run", "trial", "variant", "status", "seed", "split_seed", "dataset", "eval", "class", "metric",
+                 "value", "wall_s", "cpu", "gpu", "precision", "run_id")
+NOT_VARIED = {"seed", "split_seed"}  # fixed columns already
+_SEED_SUFFIX = re.compile(r"(-split\d+)?(-s\d+)?$")
+
+PerImage = tuple[np.ndarray, np.ndarray]  # intersection, union: int64 [images, classes]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepRun:
+    """Where one sweep run's numbers are: its MLflow parent run, and its local run directory if this machine has it."""
+
+    sweep: str
+    run_id: str
+    status: str  # runs.Status
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    run_dir: Path | None = None
+    created: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResults:
+    """The table plus what it cannot hold: per-image counts, the parent's tags, the run's own sweep file."""
+
+    run: SweepRun
+    table: pa.Table
+    per_image: Mapping[tuple[str, str], PerImage] = field(default_factory=dict)  # (trial, eval key) -> counts
+    parent_tags: Mapping[str, str] = field(default_factory=dict)
+    spec: Any = None  # orchestrator.spec.SweepSpec of the file the run was launched with, when readable
+    expected_trials: int | None = None
+    trial_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # trial -> trial_info.json
+    params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # trial -> its flattened config
+    environment: Mapping[str, str] = field(default_factory=dict)  # the parent's environment.json: versions
+    fetch: Callable[[str, str], Path | None] | None = None  # (trial, artifact name) -> local copy, or None
+    run_url: Callable[[str], str | None] = lambda run_id: None
+
+
+def variant_of(trial_name: str) -> str:
+    """`focal-g2-s1` -> `focal-g2`; `ce-split1-s0` -> `ce` (seeds of both kinds are what a column averages over)."""
+    return _SEED_SUFFIX.sub("", trial_name) or trial_name
+
+
+# --- which run ---------------------------------------------------------------------------------------------------
+
+
+def find_run(sweep: str, run: str | None = None, *, tracking_uri: str | None = None,
+             storage: str | None = None) -> SweepRun:
+    """The named run, else the latest ended (finished or failed) run of `sweep`: from the run directory's run.json,
+    else, with a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI) and no local record, from MLflow alone."""
+    root = runs.storage_root(storage)
+    try:
+        state = runs.load(root, run) if run else runs.latest(root, sweep, statuses=ENDED)
+    except runs.RunError:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise
+        return _run_from_mlflow(sweep, run, uri)
+    if state.sweep != sweep:
+        raise runs.RunError(f"run {state.run_id} is a run of sweep {state.sweep!r}, not of {sweep!r}")
+    return SweepRun(sweep=sweep, run_id=state.run_id, status=state.status, experiment_id=state.experiment_id,
+                    tracking_uri=tracking_uri or state.tracking_uri, parent_run_id=state.parent_run_id,
+                    run_dir=runs.run_dir(root, state.run_id), created=state.created)
+
+
+def previous_run(current: SweepRun, *, storage: str | None = None) -> SweepRun | None:
+    """The latest ended run of the same sweep started before `current` (for "new" vs "persisting" regressions)."""
+    if current.run_dir is not None:
+        earlier = [s for s in runs.runs_of(runs.storage_root(storage), current.sweep)
+                   if s.status in ENDED and (s.created, s.run_id) < (current.created, current.run_id)]
+        return find_run(current.sweep, earlier[-1].run_id, storage=storage) if earlier else None
+    from orchestrator.tracking import Tracker
+
+    parents = Tracker(current.tracking_uri).parents(current.experiment_id)  # newest first
+    ids = [p.run_id for p in parents]
+    for p in parents[ids.index(current.parent_run_id) + 1:] if current.parent_run_id in ids else []:
+        if p.status in ("FINISHED", "FAILED"):
+            return _sweep_run(current.sweep, p, current.tracking_uri, current.experiment_id)
+    return None
+
+
+def output_dir(run: SweepRun, name: str, given: str | None = None) -> Path:
+    """--out, else `<run directory>/<name>`, else `./<name>-<run id>` when the run is known from MLflow only."""
+    if given:
+        return Path(given).expanduser().resolve()
+    return run.run_dir / name if run.run_dir is not None else Path(f"{name}-{run.run_id}").resolve()
+
+
+def _run_from_mlflow(sweep: str, run: str | None, uri: str) -> SweepRun:
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker(uri)
+    experiment = tracker.find_experiment(sweep)
+    if experiment is None:
+        raise runs.RunError(f"no run record of sweep {sweep!r} here, and tracking store {uri} has no experiment "
+                            f"{sweep!r}")
+    parents = [p for p in tracker.parents(experiment)
+               if (p.tags.get("s4sweep.run") == run if run else p.status in ("FINISHED", "FAILED"))]
+    if not parents:
+        what = f"run {run!r}" if run else "finished or failed run"
+        raise runs.RunError(f"tracking store {uri}: experiment {sweep!r} has no {what}")
+    return _sweep_run(sweep, parents[0], uri, experiment)
+
+
+def _sweep_run(sweep: str, parent: Any, uri: str, experiment: str) -> SweepRun:
+    status = {"FINISHED": "finished", "FAILED": "failed"}.get(parent.status, "running")
+    return SweepRun(sweep=sweep, run_id=parent.tags.get("s4sweep.run", parent.name), status=status, tracking_uri=uri,
+                    experiment_id=experiment, parent_run_id=parent.run_id)
+
+
+# --- reading it --------------------------------------------------------------------------------------------------
+
+
+def load(sweep: str, run: str | None = None, tracking_uri: str | None = None, storage: str | None = None) -> pa.Table:
+    """The results table of a sweep run (latest ended run by default); see the module docstring for its columns."""
+    with tempfile.TemporaryDirectory(prefix="s4sweep-results-") as tmp:
+        return collect(find_run(sweep, run, tracking_uri=tracking_uri, storage=storage), cache=Path(tmp)).table
+
+
+def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResults:
+    """Everything report and regress need from MLflow; `artifacts=False` reads metrics and params only (fast)."""
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker(run.tracking_uri)
+    parent = tracker.run(run.parent_run_id)
+    children = tracker.children(run.experiment_id, run.parent_run_id)
+    spec, environment = _parent_files(tracker, run, cache / "_parent") if artifacts else (None, {})
+    listed: dict[str, list[str]] = {}
+    files: dict[str, dict[str, Path]] = {}
+    if artifacts and children:
+        with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+            got = list(pool.map(lambda c: _download_trial(tracker, c, cache / c.name), children))
+        listed = {c.name: names for c, (names, _) in zip(children, got, strict=True)}
+        files = {c.name: f for c, (_, f) in zip(children, got, strict=True)}
+    by_name = {c.name: c for c in children}
+
+    def fetch(trial: str, name: str) -> Path | None:
+        if trial not in by_name or name not in listed.get(trial, ()):
+            return None
+        return tracker.download_artifact(by_name[trial].run_id, name, cache / trial)
+
+    info = {c.name: _read_json(files.get(c.name, {}).get("trial_info.json")) or {} for c in children}
+    reports = {(c.name, key): _read_json(path) for c in children
+               for name, path in files.get(c.name, {}).items() if (key := _per_class_key(name))}
+    table = build_table(run, children, info=info, reports=reports, resources=_resources(spec))
+    per_image = {k: (np.asarray(r["per_image_intersection"], np.int64).reshape(-1, len(r["class_names"])),
+                     np.asarray(r["per_image_union"], np.int64).reshape(-1, len(r["class_names"])))
+                 for k, r in reports.items() if r}
+    return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, spec=spec,
+                        expected_trials=_expected_trials(spec), trial_info=info, fetch=fetch,
+                        params={c.name: c.params for c in children}, environment=environment,
+                        run_url=lambda run_id: tracker.run_url(run.experiment_id, run_id))
+
+
+def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mapping[str, Any]] | None = None,
+                reports: Mapping[tuple[str, str], Mapping[str, Any] | None] | None = None,
+                resources: tuple[float, float] | None = None) -> pa.Table:
+    """The long table from child runs (anything with name, run_id, status, params, metrics)."""
+    info, reports = info or {}, reports or {}
+    varied = varied_params([c.params for c in children])
+    cols: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
+    params: dict[str, list[Any]] = {key: [] for key in varied}
+    for child in children:
+        p, trial_info = child.params, info.get(child.name, {})
+        wall = child.metrics.get(M.TRIAL_TIME, trial_info.get("wall_s"))
+        cpu, gpu = resources or _resources_of(p, trial_info)
+        fixed = {"run": run.run_id, "trial": child.name, "variant": variant_of(child.name), "status": child.status,
+                 "seed": _int(p.get("seed")), "split_seed": _int(p.get("split_seed")),
+                 "dataset": training_set(p), "wall_s": None if wall is None else float(wall), "cpu": cpu,
+                 "gpu": gpu, "precision": trial_info.get("precision") or p.get("precision.precision"),
+                 "run_id": child.run_id}
+        rows = list(_metric_rows(child, reports))
+        for name, v in fixed.items():
+            cols[name] += [v] * len(rows)
+        for name, values in zip(("eval", "class", "metric", "value"), zip(*rows, strict=True) if rows else (),
+                                strict=False):
+            cols[name] += values
+        for key in varied:
+            params[key] += [p.get(key)] * len(rows)
+    arrays = {name: pa.array(values, type=_FIXED_TYPES[name]) for name, values in cols.items()}
+    arrays |= {key: _typed(values) for key, values in params.items()}
+    meta = {"sweep": run.sweep, "run": run.run_id, "status": run.status, "parent_run_id": run.parent_run_id,
+            "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri}
+    return pa.table(arrays).replace_schema_metadata({"s4sweep": json.dumps(meta)})
+
+
+def varied_params(all_params: list[Mapping[str, str]]) -> list[str]:
+    """Flattened config params whose value differs across trials (absent counts as a value), in first-seen order."""
+    keys = list(dict.fromkeys(k for p in all_params for k in p))
+    return [k for k in keys if k not in NOT_VARIED and len({p.get(k) for p in all_params}) > 1]
+
+
+def training_set(params: Mapping[str, str]) -> str:
+    """`dataset.name`, with `:<label set>` when the trial chose one (`idd:level3`)."""
+    label_set = params.get("dataset.label_set")
+    return params.get("dataset.name", "") + (f":{label_set}" if label_set not in (None, "None") else "")
+
+
+def save(table: pa.Table, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def classes_in_order(table: pa.Table, eval_key: str) -> list[str]:
+    """The classes of an evaluation set in dataset order (the table keeps each trial's rows in that order)."""
+    rows = table.filter(pc.equal(table["eval"], eval_key))
+    return [c for c in rows["class"].unique().to_pylist() if c is not None]
+
+
+# --- pieces ------------------------------------------------------------------------------------------------------
+
+_FIXED_TYPES = {"run": pa.string(), "trial": pa.string(), "variant": pa.string(), "status": pa.string(),
+                "seed": pa.int64(), "split_seed": pa.int64(), "dataset": pa.string(), "eval": pa.string(),
+                "class": pa.string(), "metric": pa.string(), "value": pa.float64(), "wall_s": pa.float64(),
+                "cpu": pa.float64(), "gpu": pa.float64(), "precision": pa.string(), "run_id": pa.string()}
+
+
+def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any]) -> Any:
+    """(eval key, class or None, metric, value) for every evaluation set the child logged, classes in dataset order."""
+    eval_keys = list(dict.fromkeys(k.split("/")[1] for k in child.metrics if k.startswith("val/") and
+                                   k.count("/") >= 2))
+    sets = _eval_sets(child.params)
+    for key in eval_keys:
+        report = reports.get((child.name, key))
+        logged = sorted({k.rsplit("/", 1)[1] for k in child.metrics if k.startswith(f"val/{key}/iou/")})
+        if report:
+            classes = list(report["class_names"])
+        else:  # no per-class JSON (a failed trial): the dataset's order, for the classes it logged
+            try:
+                known = dataset_info(*sets[key]).labels.classes if key in sets else ()
+            except DataError:
+                known = ()
+            classes = [c for c in known if c in logged] + [c for c in logged if c not in known]
+        for summary in M.SUMMARIES:
+            if (value := child.metrics.get(M.val(key, summary))) is not None:
+                yield key, None, summary, float(value)
+        for kind in M.PER_CLASS:
+            for cls in classes:
+                if (value := child.metrics.get(M.val_class(key, kind, cls))) is not None:
+                    yield key, cls, kind, float(value)
+
+
+def _eval_sets(params: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Evaluation key -> (dataset name, label set), from the `eval` param (a JSON list of evaluation sets)."""
+    try:
+        sets = json.loads(params.get("eval", "[]"))
+    except json.JSONDecodeError:
+        return {}
+    return {s.get("key") or s.get("name"): (s.get("name"), s.get("label_set")) for s in sets if isinstance(s, dict)}
+
+
+def _download_trial(tracker: Any, child: Any, dst: Path) -> tuple[list[str], dict[str, Path]]:
+    """The names of all the trial's artifacts, and local copies of the small JSON ones (per-class reports,
+    trial_info.json)."""
+    listed = tracker.artifact_names(child.run_id)
+    wanted = [n for n in listed if n == "trial_info.json" or _per_class_key(n)]
+    return listed, {n: tracker.download_artifact(child.run_id, n, dst) for n in wanted}
+
+
+def _per_class_key(name: str) -> str | None:
+    m = re.fullmatch(r"per_class_(.+)\.json", name)
+    return m.group(1) if m else None
+
+
+def _read_json(path: Path | None) -> Any:
+    return json.loads(Path(path).read_text()) if path is not None and Path(path).is_file() else None
+
+
+def _parent_files(tracker: Any, run: SweepRun, dst: Path) -> tuple[Any, dict[str, str]]:
+    """The sweep file the run was launched with (its copy on the parent run), parsed, or None if unreadable; and the
+    parent's environment.json less `pip_freeze`."""
+    names = tracker.artifact_names(run.parent_run_id)
+    environment = {}
+    if "environment.json" in names:
+        environment = _read_json(tracker.download_artifact(run.parent_run_id, "environment.json", dst)) or {}
+        environment.pop("pip_freeze", None)
+    specs = [n for n in names if n.endswith((".yaml", ".yml"))]
+    spec = _load_spec(tracker.download_artifact(run.parent_run_id, specs[0], dst), run) if specs else None
+    return spec, environment
+
+
+def _load_spec(path: Path, run: SweepRun) -> Any:
+    from orchestrator.spec import SpecError, load_spec
+
+    needs = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", path.read_text())) - set(os.environ)
+    try:  # a dataset root the file takes from the environment does not change the grid
+        return load_spec(path, env={**os.environ, **{v: f"<{v}>" for v in needs}})
+    except SpecError as e:
+        log.warning("sweep file of run %s is not readable by this version (%s); using defaults", run.run_id, e)
+        return None
+
+
+def _expected_trials(spec: Any) -> int | None:
+    if spec is None:
+        return None
+    num_samples = getattr(spec.search, "num_samples", None)
+    return len(spec.trials()) * num_samples if num_samples else len(spec.trials())
+
+
+def _resources(spec: Any) -> tuple[float, float] | None:
+    return None if spec is None else (float(spec.resources.cpu), float(spec.resources.gpu))
+
+
+def _resources_of(params: Mapping[str, str], info: Mapping[str, Any]) -> tuple[float, float]:
+    """Without the sweep file: CPUs = torch threads; GPUs = the memory fraction, else 1 when it ran on CUDA."""
+    cpu = _float(params.get("device.threads")) or 1.0
+    on_gpu = str(info.get("device", params.get("device.device", ""))).startswith("cuda")
+    return cpu, (_float(params.get("device.memory_fraction")) or 1.0) if on_gpu else 0.0
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "None") else None
+    except ValueError:
+        return None
+
+
+def _typed(values: list[str | None]) -> pa.Array:
+    """A param column as int64, float64 or bool when every present value parses so, else strings."""
+    present = [v for v in values if v is not None and v != "None"]
+    for parse, kind in ((int, pa.int64()), (float, pa.float64())):
+        try:
+            parsed = [parse(v) for v in present]
+        except ValueError:
+            continue
+        lookup = dict(zip(present, parsed, strict=True))
+        return pa.array([lookup.get(v) for v in values], type=kind)
+    if present and set(present) <= {"True", "False"}:
+        return pa.array([None if v in (None, "None") else v == "True" for v in values], type=pa.bool_())
+    return pa.array([None if v == "None" else v for v in values], type=pa.string())
