@@ -22,6 +22,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
@@ -268,7 +269,8 @@ def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, in
 def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) -> list[TrialOutcome]:
     """Run (or continue) the trials of one sweep run; returns one outcome per Tune trial."""
     tune_dir = Path(plan.run_dir) / "tune"
-    # our own MLflow child runs carry the metrics: no TensorBoard/CSV/JSON loggers in every trial directory
+    # our own MLflow child runs carry the metrics: no TensorBoard or CSV logger in every trial directory; the JSON
+    # one stays (below), since Tune's result grid reads it back
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"cpu": plan.cpu, "gpu": plan.gpu})
@@ -293,7 +295,8 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                 # keeps its own last two locally
                 checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=plan.metric,
                                                    checkpoint_score_order=plan.mode),
-                callbacks=[progress, Budget(plan), TrialStatusLog(Path(plan.run_dir), plan), *(callbacks or [])]))
+                callbacks=[progress, Budget(plan), TrialStatusLog(Path(plan.run_dir), plan), JsonLoggerCallback(),
+                           *(callbacks or [])]))
     results = tuner.fit()  # returns normally after Ctrl-C too: the caller decides from the outcomes
     errors = {_trial_name(plan, r.config or {}): f"{type(r.error).__name__}: {r.error}"
               for r in results if r.error is not None}
