@@ -1,6 +1,6 @@
 """MLflow behind one module: a thin `MlflowClient` wrapper (one parent run per sweep run, one child run per trial).
 
-Why not Ray's `MLflowLoggerCallback` or `setup_mlflow` (reference/orchestrators.md §1.4, §9.4): the callback sends
+Why not Ray's MLflow logger callback or `setup_mlflow` (reference/orchestrators.md §1.4, §9.4): the callback sends
 one request per metric, opens duplicate runs after `Tuner.restore` and cannot nest runs; `setup_mlflow` keeps fluent
 global state. Here every call names its run id, metrics go in batches, and a retried trial continues its own run.
 This is the only module that imports mlflow, so an MLflow upgrade touches this file alone.
