@@ -192,7 +192,7 @@ def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResul
                      np.asarray(r["per_image_union"], np.int64).reshape(-1, len(r["class_names"])))
                  for k, r in reports.items() if r}
     return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, spec=spec,
-                        expected_trials=_expected_trials(spec), trial_info=info, fetch=fetch,
+                        expected_trials=expected_trials(spec), trial_info=info, fetch=fetch,
                         params={c.name: c.params for c in children}, environment=environment,
                         run_url=lambda run_id: tracker.run_url(run.experiment_id, run_id))
 
@@ -336,7 +336,7 @@ def _load_spec(path: Path, run: SweepRun) -> Any:
         return None
 
 
-def _expected_trials(spec: Any) -> int | None:
+def expected_trials(spec: Any) -> int | None:
     if spec is None:
         return None
     num_samples = getattr(spec.search, "num_samples", None)

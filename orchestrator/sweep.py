@@ -11,13 +11,11 @@ import json
 import logging
 import os
 import subprocess
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import runs
+from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
 from trainers.config import TrialConfig
 from trainers.data import DataError, dataset_info, resolve_root
@@ -166,13 +164,12 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
     errors = [o for o in outcomes if o.status == "error"]
     unfinished = [o for o in outcomes if o.status == "unfinished"]
     children = tracker.children(state.experiment_id, state.parent_run_id)
-    first_eval = spec.trials()[0].eval[0]
-    table = comparison_table(children, eval_key=first_eval.metric_key,
-                             classes=dataset_info(first_eval.name, first_eval.label_set).labels.classes)
+    status: runs.Status = "interrupted" if unfinished else "failed" if errors else "finished"
+    table = comparison_table(spec, state, children, status=status)
     if unfinished:
         log.warning("sweep run %s interrupted: %d trial(s) unfinished. Continue it with:\n  s4sweep sweep %s "
                     "--resume %s", state.run_id, len(unfinished), spec.source, state.run_id)
-        return SweepOutcome(runs.update(root, state, status="interrupted"), INTERRUPTED, table)
+        return SweepOutcome(runs.update(root, state, status=status), INTERRUPTED, table)
     for o in errors:
         log.error("trial %s failed: %s", o.name, o.error)
     skipped = [o.name for o in outcomes if o.status == "skipped"]
@@ -180,9 +177,8 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
         log.warning("max_gpu_hours %s spent: %d trial(s) never started: %s", spec.max_gpu_hours, len(skipped),
                     ", ".join(skipped))
         tracker.set_tags(state.parent_run_id, {"s4sweep.budget_skipped": ",".join(skipped)})
-    status = "failed" if errors else "finished"
     tracker.log_text(state.parent_run_id, table, "comparison.md")
-    export_best_model(tracker, state, children, metric=f"val/{first_eval.metric_key}/miou", root=root)
+    export_best_model(tracker, state, children, metric=f"val/{spec.eval_keys()[0]}/miou", root=root)
     tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",
                 error=f"{len(errors)} trial(s) failed" if errors else None)
     return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)
@@ -220,33 +216,14 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
              best.metrics[metric])
 
 
-def comparison_table(children: list[Any], *, eval_key: str, classes: Iterable[str]) -> str:
-    """A first per-class IoU table: rows = classes, columns = variants (trial name less its seed), seed means."""
-    finished = [c for c in children if c.status == "FINISHED"]
-    if not finished:
-        return "(no finished trials)"
-    groups: dict[str, list[Any]] = defaultdict(list)
-    for child in finished:
-        groups[_variant(child.name)].append(child)
-    variants = list(groups)
-    rows = [("class", *variants)]
-    for key in ("miou", "miou_all"):
-        rows.append((key, *(_mean(groups[v], f"val/{eval_key}/{key}") for v in variants)))
-    for cls in classes:
-        rows.append((cls, *(_mean(groups[v], f"val/{eval_key}/iou/{cls}") for v in variants)))
-    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows]
-    lines.insert(1, "-|-".join("-" * w for w in width))
-    seeds = {v: len(g) for v, g in groups.items()}
-    return f"per-class IoU (%) on {eval_key}, mean over seeds {seeds}\n" + "\n".join(lines)
-
-
-def _variant(trial_name: str) -> str:
-    head, _, tail = trial_name.rpartition("-s")
-    return head if head and tail.isdigit() else trial_name
-
-
-def _mean(children: list[Any], key: str) -> str:
-    values = [c.metrics[key] for c in children if key in c.metrics]
-    return f"{100 * sum(values) / len(values):.1f}" if values else "-"
-
+def comparison_table(spec: SweepSpec, state: runs.RunState, children: list[Any], *, status: runs.Status) -> str:
+    """The end-of-sweep summary: the report's per-class tables (one per evaluation set; mean ± std over seeds, in %),
+    from the child runs' metrics alone; `s4sweep report` adds the baseline Δ with its bootstrap, pictures and cost."""
+    run = results.SweepRun(sweep=spec.name, run_id=state.run_id, status=status, tracking_uri=state.tracking_uri,
+                           experiment_id=state.experiment_id, parent_run_id=state.parent_run_id)
+    table = results.build_table(run, children, resources=(float(spec.resources.cpu), float(spec.resources.gpu)))
+    res = results.SweepResults(run=run, table=table, spec=spec, expected_trials=results.expected_trials(spec))
+    built = report.build(res, report.Options(baseline={}))
+    hint = (f"\n\nΔ against the baseline with paired-bootstrap tests, pictures and cost: s4sweep report {spec.name} "
+            f"--run {state.run_id}") if built.tables else ""
+    return report.to_summary(built) + hint

@@ -1,9 +1,10 @@
 """A real `mlflow server` for the orchestrator tests: SQLite backend, artifacts served through it, bound to 127.0.0.1.
 
-One server per test session (start-up takes 5-10 s). `start_mlflow_server` and `stop` are plain functions so a test
-can start its own (a PostgreSQL-backed one, say); the `mlflow_server_factory` and `process_groups` fixtures hand
-them to test modules, which cannot import a conftest. Servers run in their own process group and are stopped by that
-group's id, never by a name: other people's servers on the same machine are left alone.
+One server per test session (start-up takes 5-10 s). `start_mlflow_server`, `stop`, `wait_healthy` and `free_port`
+are plain functions so a test can start its own (a PostgreSQL-backed one, say); the `mlflow_server_factory`,
+`process_groups`, `server_health` and `port_picker` fixtures hand them to test modules, which cannot import a
+conftest. Servers run in their own process group and are stopped by that group's id, never by a name: other
+people's servers on the same machine are left alone.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def start_mlflow_server(tmp: Path, *, backend_store_uri: str | None = None) -> t
         with log_file.open("wb") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp,
                                     start_new_session=True)
-        if _wait_healthy(uri, proc, START_TIMEOUT_S):
+        if wait_healthy(uri, proc):
             return uri, proc
         stop(proc)
         tail = log_file.read_text(errors="replace")[-3000:]
@@ -73,7 +74,8 @@ def stop(proc: subprocess.Popen, *, grace_s: float = 10.0) -> None:
     proc.wait(timeout=10)
 
 
-def _wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = START_TIMEOUT_S) -> bool:
+    """Poll `<uri>/health` until it answers 200 (True), or `proc` exits or `timeout_s` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -86,6 +88,18 @@ def _wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float) -> bool:
             pass
         time.sleep(0.25)
     return False
+
+
+@pytest.fixture(scope="session")
+def server_health() -> Callable[..., bool]:
+    """`wait_healthy(uri, proc, timeout_s=90) -> bool` for a server a test starts itself."""
+    return wait_healthy
+
+
+@pytest.fixture(scope="session")
+def port_picker() -> Callable[[], int]:
+    """`free_port() -> int`: a port on 127.0.0.1 that was free a moment ago."""
+    return free_port
 
 
 @pytest.fixture(scope="session")

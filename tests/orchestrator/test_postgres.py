@@ -12,14 +12,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,14 +49,8 @@ def postgres_bin() -> Path:
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
+def postgres(port_picker: Callable[[], int]) -> Iterator[Postgres]:
     bindir = postgres_bin()
     # under /tmp itself: pytest's own temporary root is 0700 root, which the postgres user cannot enter
     root = Path(tempfile.mkdtemp(prefix="s4pg-"))
@@ -83,7 +73,7 @@ def postgres() -> Iterator[Postgres]:
     started = False
     try:
         for _ in range(START_TRIES):
-            port = free_port()
+            port = port_picker()
             done = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
                        "-o", f"-p {port} -h 127.0.0.1 -k {root}", "start")
             if done.returncode == 0:
@@ -135,10 +125,11 @@ def test_a_micro_sweep_tracks_to_an_mlflow_server_on_postgresql(postgres, tmp_pa
     assert stored == {outcome.run.run_id: "FINISHED", "ce": "FINISHED", "focal-g2": "FINISHED"}
 
 
-def test_the_compose_stacks_server_script_runs_on_postgresql(postgres, tmp_path, process_groups):
+def test_the_compose_stacks_server_script_runs_on_postgresql(postgres, tmp_path, process_groups, port_picker,
+                                                             server_health):
     """docker/mlflow-server.sh, the mlflow image's entrypoint, with the settings compose gives it (basic auth off:
     its Flask-WTF dependency is not in this venv)."""
-    port = free_port()
+    port = port_picker()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "POSTGRES_USER": "mlflow", "POSTGRES_PASSWORD": postgres.password, "POSTGRES_DB": "mlflow",
            "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(postgres.port), "MLFLOW_HOME": str(tmp_path),
@@ -149,7 +140,7 @@ def test_the_compose_stacks_server_script_runs_on_postgresql(postgres, tmp_path,
                                 start_new_session=True)
     process_groups.append(proc)
     uri = f"http://127.0.0.1:{port}"
-    assert healthy(uri, proc), (tmp_path / "server.log").read_text(errors="replace")[-3000:]
+    assert server_health(uri, proc), (tmp_path / "server.log").read_text(errors="replace")[-3000:]
     assert postgres.password not in " ".join(Path(f"/proc/{proc.pid}/cmdline").read_text().split("\0"))
     client = MlflowClient(uri)
     experiment = client.create_experiment("compose-script")
@@ -162,15 +153,3 @@ def test_the_compose_stacks_server_script_runs_on_postgresql(postgres, tmp_path,
         cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
         assert cur.fetchall() == [("FINISHED",)]
 
-
-def healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 90) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    return False

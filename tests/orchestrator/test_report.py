@@ -214,3 +214,32 @@ def test_emit_baseline_refuses_a_partial_run(tmp_path, mlflow_server):
                  "--emit-baseline", str(target)]) == 2
     assert not target.exists()
     assert json.loads((tmp_path / "runs" / "sweeps" / "rep-nobase-1" / "run.json").read_text())["status"] == "failed"
+
+
+def test_the_end_of_sweep_summary_is_the_report_table_from_child_metrics_alone():
+    from orchestrator.runs import RunState
+    from orchestrator.spec import parse_spec
+    from orchestrator.sweep import comparison_table
+    from orchestrator.tracking import ChildRun, flatten_params
+
+    spec = parse_spec({"name": "summary", "base": {"preset": "micro", "dataset": {"name": "synth"}},
+                       "grid": {"loss": [{"name": "ce"}, {"name": "focal", "gamma": 2}], "seed": [0, 1]}},
+                      source="<dict>")
+    state = RunState(sweep="summary", run_id="summary-1", spec_path="<dict>", spec_sha256="", tracking_uri="")
+    iou = {"ce": (0.8, 0.1, 0.4), "focal": (0.8, 0.3, 0.6)}  # road, traffic light, car
+    kids = []
+    for name, cfg in zip(spec.trial_names(), spec.trials(), strict=True):
+        values = dict(zip(("car", "traffic light", "road"), reversed(iou[cfg.loss.name]), strict=True))
+        metrics = {f"val/synth/iou/{c}": v for c, v in values.items()}
+        metrics |= {f"val/synth/{m}": 0.5 for m in ("miou", "miou_all", "fwiou", "pixel_acc")}
+        status = "FAILED" if name == "focal-g2-s1" else "FINISHED"
+        kids.append(ChildRun(f"id-{name}", name, status, {}, flatten_params(cfg.to_dict()), metrics))
+
+    text = comparison_table(spec, state, kids, status="failed")
+    assert "PARTIAL: run summary-1 is failed; 3 of 4 trials finished" in text and "focal-g2-s1 (FAILED)" in text
+    assert "| class | ce (n=2) | focal-g2 (n=1) |\n" in text  # no Δ columns: no bootstrap without per-image counts
+    assert "| road | 80.0 ± 0.0 | 80.0 |\n| traffic light | 10.0 ± 0.0 | **30.0** |\n| car | 40.0 ± 0.0 | **60.0** |" \
+        in text  # the dataset's class order
+    assert text.endswith("s4sweep report summary --run summary-1")
+    assert comparison_table(spec, state, [], status="finished").endswith("0 of 4 trials finished and are reported**"
+                                                                          "\n\n(no finished trials)")

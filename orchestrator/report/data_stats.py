@@ -1,0 +1,114 @@
+"""The numbers that need the data or the trials' checkpoints on this machine: each class's pixel share in the
+labeled split, and (`--small-objects`) recall by object size from a re-evaluation of each trial's final checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from orchestrator import results as R
+
+if TYPE_CHECKING:
+    from orchestrator.report.tables import Trials
+
+log = logging.getLogger(__name__)
+SIZE_BINS = (0, 64, 256, 1024)  # object area in pixels at the evaluation size: [0, 64), [64, 256), ...
+FOUND = 0.5  # an object counts as found when at least half of its pixels are predicted as its class
+
+
+def labeled_pixel_share(res: R.SweepResults, train: str) -> np.ndarray | None:
+    """Each class's share of the labeled split's valid pixels, averaged over the split seeds the trials used; None
+    when the data is not on this machine."""
+    trials = [p for p in res.params.values() if R.training_set(p) == train]
+    splits = {(p.get("dataset.root"), p.get("dataset.labeled_ratio"), p.get("split_seed")) for p in trials}
+    if not splits or any(root in (None, "None") or not Path(root).is_dir() for root, _, _ in splits):
+        return None
+    from trainers.data import DataError, dataset_info, split_pairs  # the pipeline imports torch: only when needed
+    from trainers.data.pipeline import labeled_split
+    from trainers.data.stats import class_pixel_counts
+
+    label_set = trials[0].get("dataset.label_set")
+    shares = []
+    for root, ratio, split_seed in sorted(splits, key=str):
+        try:
+            info = dataset_info(trials[0]["dataset.name"], None if label_set in (None, "None") else label_set)
+            split = labeled_split(split_pairs(info, Path(root), "train"), ratio=float(ratio or 1),
+                                  split_seed=int(split_seed or 0), root=Path(root))
+            pixels = np.asarray(class_pixel_counts(split.labeled, info.labels).pixels, float)
+        except (DataError, ValueError) as e:
+            log.warning("labeled pixel share of %s unavailable: %s", train, e)
+            return None
+        shares.append(pixels / max(pixels.sum(), 1))
+    return np.mean(shares, axis=0) if shares else None
+
+
+def small_object_recall(checkpoint: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Re-evaluate a trial's checkpoint on its evaluation sets: per eval key, (objects, found) per SIZE_BINS bin.
+
+    Objects are the thing instances of `*_gtFine_instanceIds.png` (id * 1000 + k), resized to the evaluation size
+    the way labels are (nearest); one is found when at least FOUND of its pixels are predicted as its class."""
+    import torch
+    from PIL import Image
+
+    from trainers.data.pipeline import eval_data
+    from trainers.s4gan.predict import load_generator
+    from trainers.s4gan.steps import upsample
+
+    generator, config = load_generator(checkpoint, torch.device("cpu"))
+    out = {}
+    for es in config.eval:
+        info, loader = eval_data(es, synth_images=config.dataset.synth_images)
+        objects, found = np.zeros(len(SIZE_BINS), np.int64), np.zeros(len(SIZE_BINS), np.int64)
+        with torch.inference_mode():
+            for pair, (image, label) in zip(loader.dataset.pairs, loader, strict=True):
+                instance_file = getattr(pair, "instance", None)  # Cityscapes layout only (IDD has polygons)
+                if instance_file is None or not instance_file.is_file():
+                    continue
+                pred = upsample(generator(image).float(), label.shape[-2:]).argmax(1)[0].numpy()
+                with Image.open(instance_file) as im:
+                    instance = _nearest(np.asarray(im).astype(np.int64), pred.shape)
+                ids, inverse = np.unique(instance, return_inverse=True)
+                inverse = inverse.reshape(instance.shape)
+                cls = info.labels.raw_to_train[np.minimum(ids // 1000, 255)]
+                hit = pred == cls[inverse]
+                area = np.bincount(inverse.ravel(), minlength=len(ids))
+                correct = np.bincount(inverse.ravel(), weights=hit.ravel(), minlength=len(ids))
+                thing = (ids >= 1000) & (cls != info.labels.ignore_index)
+                bins = np.searchsorted(SIZE_BINS, area[thing], side="right") - 1
+                np.add.at(objects, bins, 1)
+                np.add.at(found, bins, (correct[thing] >= FOUND * area[thing]).astype(np.int64))
+        out[es.metric_key] = (objects, found)
+    return out
+
+
+def _nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize as torch's `nearest` (source index = floor(dst * in / out))."""
+    h, w = array.shape
+    rows = np.floor(np.arange(size[0]) * (h / size[0])).astype(np.int64)
+    cols = np.floor(np.arange(size[1]) * (w / size[1])).astype(np.int64)
+    return array[rows][:, cols]
+
+
+def small_object_table(res: R.SweepResults, t: Trials) -> tuple[Any, ...]:
+    """Per (training set, eval set, column): recall per size bin, mean and std over its finished trials."""
+    if res.run.run_dir is None:
+        log.warning("--small-objects needs the run directory (trial checkpoints) on this machine; skipped")
+        return ()
+    per: dict[tuple[str, str, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    train_of = {n: R.training_set(p) for n, p in res.params.items()}
+    for i, name in enumerate(t.names):
+        found = sorted((res.run.run_dir / "trials" / name / "checkpoints").glob("checkpoint_*"))
+        if t.status[i] != R.FINISHED or not found:
+            continue
+        for eval_key, counts in small_object_recall(found[-1]).items():
+            per.setdefault((train_of.get(name, ""), eval_key, t.label[i]), []).append(counts)
+    rows = []
+    for (train, eval_key, lab), counts in per.items():
+        recall = np.array([f / np.maximum(o, 1) for o, f in counts])
+        rows.append((train, eval_key, lab, tuple(recall.mean(0)), tuple(recall.std(0, ddof=1) if len(counts) > 1
+                     else np.full(len(SIZE_BINS), np.nan)), tuple(int(x) for x in np.sum([o for o, _ in counts], 0))))
+    return tuple(rows)
