@@ -1,9 +1,9 @@
 """Forward + backward time and peak memory of every registry loss, relative to cross entropy, on CPU.
 
-Run: `python bench/losses.py [--size H W] [--batch N] [--repeat R]`. Defaults: 19 classes, batch 8, 256x512 logits
-(the paper preset's crop), ~10% ignore pixels, fp32. The losses run round-robin, `--repeat` rounds after a
-warm-up round; time is the median over rounds, and the ratio the median of each round's time over that round's CE
-time, so that drift of a shared machine hits both alike.
+Run: `python bench/losses.py [--size H W] [--batch N] [--repeat R] [--only NAME ...]`. Defaults: 19 classes,
+batch 8, 256x512 logits (the paper preset's crop), ~10% ignore pixels, fp32. The losses run round-robin, `--repeat`
+rounds after a warm-up round; time is the median over rounds, and the ratio the median of each round's time over
+that round's CE time, so that drift of a shared machine hits both alike. `--only` runs a subset (and ce).
 Peak memory is measured with torch.profiler's CPU memory events (`profile_memory=True`): the running sum of every
 allocation and free by torch's CPU allocator during one forward + backward, maximum minus start; it counts the
 loss's intermediates, the saved tensors and the gradient of the logits, not the inputs. Ratios are against `ce`
@@ -86,13 +86,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[256, 512], metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="run only these losses (names as in the table; ce, the reference, always runs)")
     args = parser.parse_args()
+    losses = candidates()
+    if args.only:
+        unknown = sorted(set(args.only) - set(losses))
+        if unknown:
+            parser.error(f"--only: unknown loss(es) {', '.join(unknown)}; valid names are {', '.join(losses)}")
+        losses = {name: loss for name, loss in losses.items() if name == "ce" or name in args.only}
     logits, target = inputs(args.batch, tuple(args.size))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
           f"{platform.processor() or platform.machine()}; logits {tuple(logits.shape)} fp32, "
           f"median of {args.repeat} rounds; memory: torch.profiler CPU allocations; "
           f"load average {os.getloadavg()[0]:.1f} (other processes skew absolute times, less the ratios)")
-    runs = {name: forward_backward(loss, logits, target) for name, loss in candidates().items()}
+    runs = {name: forward_backward(loss, logits, target) for name, loss in losses.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(args.repeat + 1):
         for name, fn in runs.items():

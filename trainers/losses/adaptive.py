@@ -29,12 +29,9 @@ def batch_confusion(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor
     """[C, C] fractions of the batch's valid pixels with ground truth row / argmax column (sums to 1, or 0)."""
     num_classes = logits.shape[1]
     valid, safe = LF._valid(target, ignore_index)
-    pred = logits.argmax(1)
     # ignored pixels go to an extra bin, dropped: boolean indexing would wait on the device for the count
-    index = torch.where(valid, safe * num_classes + pred, num_classes * num_classes)
-    counts = torch.zeros(num_classes * num_classes + 1, device=logits.device)
-    counts.scatter_add_(0, index.flatten(), torch.ones(index.numel(), device=logits.device))
-    cm = counts[:-1].view(num_classes, num_classes)
+    index = torch.where(valid, safe * num_classes + LF._predict(logits), num_classes * num_classes)
+    cm = LF._count(index, num_classes * num_classes + 1)[:-1].view(num_classes, num_classes).float()
     return cm / cm.sum().clamp_min(1)
 
 
@@ -124,13 +121,12 @@ class AdaptiveFocal(nn.Module):
     @torch.no_grad()
     def observe(self, logits: Tensor, target: Tensor) -> None:
         valid, safe = LF._valid(target, self.ignore_index)
-        probs = LF._log_probs(logits).exp()
-        top, pred = probs.max(1)
-        zeros = probs.new_zeros(probs.shape[1])
-        index = safe.flatten()
-        count = zeros.scatter_add(0, index, valid.flatten().to(zeros))
-        conf = zeros.scatter_add(0, index, torch.where(valid, top, 0.0).flatten()) / count.clamp_min(1)
-        acc = zeros.scatter_add(0, index, ((pred == safe) & valid).flatten().to(zeros)) / count.clamp_min(1)
+        num_classes = logits.shape[1]
+        # one softmax and one max: the log-softmax and its exp were two full passes (max's indices are argmax's)
+        top, pred = torch.softmax(LF._wide(logits), dim=1).max(1)
+        count, hits = LF._hits_per_class(pred == safe, safe, valid, num_classes)
+        top_sum = top.new_zeros(num_classes).scatter_add_(0, safe.flatten(), torch.where(valid, top, 0.0).flatten())
+        conf, acc = top_sum / count.clamp_min(1), hits.to(top) / count.clamp_min(1)
         present = count > 0
         for ema, x in ((self.confidence, conf), (self.accuracy, acc), (self.presence, torch.ones_like(conf))):
             ema.copy_(torch.where(present, self.rho * ema + (1 - self.rho) * x, ema))

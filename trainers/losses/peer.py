@@ -9,16 +9,25 @@ to the host: ignore pixels are masked, not removed by boolean indexing, so no st
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from trainers.losses.functional import (
+    _hits_per_class,
     _log_probs,
     _mean_over_present,
     _mean_valid,
+    _predict,
     _softmax_stats,
     _target_log_prob,
     _valid,
+    _wide,
 )
 
 TVERSKY_FLOOR = 1e-6  # floor of 1 - TI for focal Tversky: its exponent 1/gamma < 1 has an infinite slope at 0
@@ -100,28 +109,123 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -
 
     Per class c: errors `e_i = |g_ic - p_ic|` over valid pixels sorted in decreasing order, loss_c = <e_sorted,
     grad_J(g_sorted)> with the Lovasz extension's `J_k = 1 - (G - cumsum(g)_k) / (G + cumsum(1 - g)_k)` and
-    grad_J its first differences. Ignored pixels are not removed by indexing (a host sync) but given the error -1,
-    which sorts them after every valid pixel; J at a position depends only on the pixels before it, so the valid
-    pixels' terms equal those of the reference with ignored pixels removed, and the ignored ones are masked to 0.
-    All classes sort in one batched call. Equals `smp.losses.LovaszLoss('multiclass', ignore_index=...)`.
+    grad_J its first differences. Equals `smp.losses.LovaszLoss('multiclass', ignore_index=...)`, value and
+    gradient; _LovaszSoftmax says how it gets there without autograd through the sort.
     """
     valid, safe = _valid(target, ignore_index)
-    probs = _log_probs(logits).exp()
-    num_classes = probs.shape[1]
-    p = probs.transpose(0, 1).reshape(num_classes, -1)  # [C, P]
-    fg = (torch.arange(num_classes, device=p.device).view(-1, 1) == safe.view(1, -1)) & valid.view(1, -1)
-    fg = fg.to(p.dtype)
-    mask = valid.view(1, -1).expand_as(p)
-    errors = torch.where(mask, (fg - p).abs(), -1.0)
-    errors_sorted, order = errors.sort(dim=1, descending=True)
-    fg_sorted = fg.gather(1, order)
-    total = fg_sorted.sum(1, keepdim=True)
-    intersection = total - fg_sorted.cumsum(1)
-    union = total + (1 - fg_sorted).cumsum(1)
-    jaccard = 1 - intersection / union  # union >= 1 from the first pixel on
-    grad = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
-    per_class = (torch.where(errors_sorted >= 0, errors_sorted, 0.0) * grad).sum(1)
-    return _mean_over_present(per_class, total.squeeze(1) > 0) + logits.sum() * 0.0
+    per_class, present = _LovaszSoftmax.apply(_wide(logits), safe, valid)
+    # no `logits.sum() * 0.0`: per_class comes from logits, so the all-ignored zero stays in the graph as it is
+    return _mean_over_present(per_class, present)
+
+
+class _LovaszSoftmax(torch.autograd.Function):
+    """(loss_c, class c present) of every class from logits, with a hand-written backward.
+
+    The loss is linear in the errors once their order is fixed, so the sort and grad_J run without autograd, which
+    would go through sort, gather and cumsum and keep them all: the gradient of loss_c is w_ic = grad_J at pixel
+    i's rank, times d|g - p|/dp = -1 at the class's own pixels and +1 elsewhere; with u_ic = that times
+    d(loss)/d(loss_c), d(loss)/d(z_ic) = p_ic (u_ic - sum_k p_ik u_ik), the softmax backward. The arithmetic of J
+    is the reference's (`lovasz_grad`), so the weights are the same numbers.
+
+    All classes sort at once, one integer key per pixel and class (_error_keys): the error's float bits (a
+    non-negative float orders as its bits) times 2, plus the foreground bit, so the sorted keys give both the
+    sorted errors and g_sorted. Ignored pixels get the smallest key and sort last, where a present class's J no
+    longer changes (every foreground pixel is passed, J = 1): their weight is exactly 0 and the valid pixels' terms
+    are the reference's with ignored pixels removed, without removing them (boolean indexing waits on the device
+    for the count). Absent classes are left out of the mean, so their weights get a zero gradient.
+    One batched pass rather than a loop over classes: on CPU each torch op pays a thread barrier, which costs
+    milliseconds when other processes share the cores; and the [C, P] buffers are reused where they can be, as a
+    fresh one costs its page faults (bench/losses.py).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, safe: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        with torch.autocast(logits.device.type, enabled=False):
+            probs = F.log_softmax(logits, dim=1).exp_()
+            dtype, num_classes = probs.dtype, probs.shape[1]
+            key_sorted, order = _sort_classes(_error_keys(probs, safe, valid))
+            counts = key_sorted & 1  # g_sorted, then its cumsum
+            errors_sorted = key_sorted.bitwise_right_shift_(1).view(dtype)
+            # lovasz_grad: J = 1 - intersection / union, intersection = G - cumsum(g), union = intersection + k
+            intersection = counts.cumsum_(1).to(dtype)
+            total = intersection[:, -1:].clone()
+            steps = torch.arange(1, order.shape[1] + 1, dtype=dtype, device=probs.device)
+            torch.sub(total, intersection, out=intersection)
+            union = torch.add(intersection, steps, out=counts.view(dtype))  # counts' memory, no longer needed
+            jaccard = torch.addcdiv(probs.new_ones(()), intersection, union, value=-1, out=intersection)
+            grad = union  # reused: grad_J = J_k - J_(k-1)
+            grad[:, :1] = jaccard[:, :1]
+            torch.sub(jaccard[:, 1:], jaccard[:, :-1], out=grad[:, 1:])
+            per_class = errors_sorted.mul_(grad).sum(1)
+            weights = _scatter_rows(jaccard, order, grad)  # class-major [C, P]
+        present = total.view(num_classes) > 0
+        ctx.save_for_backward(probs, weights, safe)
+        ctx.mark_non_differentiable(present)
+        return per_class, present
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_class: Tensor, _: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        probs, weights, safe = ctx.saved_tensors
+        n, c = probs.shape[:2]
+        with torch.autocast(probs.device.type, enabled=False):
+            grad = probs * grad_per_class.view(1, c, *[1] * (probs.dim() - 2))
+            grad.mul_(weights.view(c, n, *probs.shape[2:]).transpose(0, 1))
+            at_target = safe.unsqueeze(1)  # d|g - p|/dp = -1 (an ignored pixel's weights are 0)
+            grad.scatter_(1, at_target, grad.gather(1, at_target).neg_())
+            grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
+        return grad, None, None
+
+
+def _error_keys(probs: Tensor, safe: Tensor, valid: Tensor) -> Tensor:
+    """[N, C, ...] integer keys `2 bits(e) + g` of the errors e = |g - p|, and the smallest key at ignored pixels."""
+    bits = torch.int32 if probs.dtype == torch.float32 else torch.int64
+    key = probs.view(bits) * 2  # background: e = p
+    # foreground, one class per pixel: e = 1 - p_t, foreground bit 1
+    p_t = probs.gather(1, safe.unsqueeze(1))
+    key.scatter_(1, safe.unsqueeze(1), (1 - p_t).view(bits) * 2 + 1)
+    # the smallest key is even (background, no effect on J) and its error bits read as a finite float (-2.0)
+    ceiling = torch.where(valid, torch.iinfo(bits).max, torch.iinfo(bits).min).to(bits)
+    return torch.minimum(key, ceiling.unsqueeze(1), out=key)
+
+
+def _sort_classes(key: Tensor) -> tuple[Tensor, Tensor]:
+    """Each class's keys (dimension 1 of `key` [N, C, ...]) in decreasing order: (sorted keys, order), [C, P].
+
+    On CPU, numpy's vectorised sort of 64-bit words (~key high, the position low), in place, is ~3x faster than
+    torch.sort's radix sort, which moves an int64 index array along; the sorted keys go back into `key`'s memory.
+    A 64-bit key (float64 errors) leaves no room for the position and uses torch.sort, as other devices do.
+    """
+    rows = key.transpose(0, 1)
+    num_classes, size = rows.shape[0], rows[0].numel()
+    if key.device.type != "cpu" or key.dtype != torch.int32 or size > 2**31 or sys.byteorder != "little":
+        return rows.reshape(num_classes, -1).sort(dim=1, descending=True)
+    words = torch.empty((*rows.shape, 2), dtype=torch.int32)  # little endian: [..., 0] is the low half
+    words[..., 0] = torch.arange(size, dtype=torch.int32).view(rows.shape[1:])
+    torch.bitwise_not(rows, out=words[..., 1])  # decreasing key, increasing word
+    packed = words.view(torch.int64).view(num_classes, size)
+    _sort_rows(packed.numpy())
+    key_sorted = torch.bitwise_not(words.view(num_classes, size, 2)[..., 1], out=key.view(num_classes, size))
+    return key_sorted, packed.bitwise_and_(0xFFFFFFFF)
+
+
+def _scatter_rows(out: Tensor, order: Tensor, values: Tensor) -> Tensor:
+    """`out.scatter_(1, order, values)`: on CPU, numpy's assignment row by row is ~1.5x faster (random writes)."""
+    if out.device.type != "cpu":
+        return out.scatter_(1, order, values)
+    for row, index, value in zip(out.numpy(), order.numpy(), values.numpy(), strict=True):
+        row[index] = value
+    return out
+
+
+def _sort_rows(rows: np.ndarray) -> None:
+    """Sort each row in place. numpy sorts on one thread and releases the GIL: the rows split over torch's threads."""
+    workers = min(torch.get_num_threads(), len(rows))
+    if workers <= 1:
+        rows.sort(axis=1)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda part: part.sort(axis=1), np.array_split(rows, workers)))
 
 
 def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 255, thresh: float = 0.7,
@@ -158,9 +262,6 @@ def recall_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 
     log_probs = _log_probs(logits)
     num_classes = log_probs.shape[1]
     with torch.no_grad():
-        hit = (log_probs.argmax(1) == safe) & valid
-        zeros = log_probs.new_zeros(num_classes)
-        support = zeros.scatter_add(0, safe.flatten(), valid.flatten().to(zeros))
-        tp = zeros.scatter_add(0, safe.flatten(), hit.flatten().to(zeros))
-        w = 1 - tp / support.clamp_min(1)
+        support, tp = _hits_per_class(_predict(logits) == safe, safe, valid, num_classes)
+        w = 1 - tp.to(log_probs) / support.clamp_min(1)
     return _mean_valid(-_target_log_prob(log_probs, safe) * w[safe], valid, logits)

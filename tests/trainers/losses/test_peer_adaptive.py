@@ -48,6 +48,35 @@ def test_lovasz_equals_smp_with_ignore_pixels_and_present_classes(seed):
     assert torch.allclose(LP.lovasz_softmax(logits, target, ignore_index=IGNORE), theirs, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lovasz_gradient_equals_smp(seed):
+    """The backward is written by hand (sorted weights scattered back, then the softmax backward)."""
+    logits, target = batch(seed, dtype=torch.float32)
+    logits.requires_grad_(True)
+    (theirs,) = torch.autograd.grad(smp.losses.LovaszLoss("multiclass", ignore_index=IGNORE)(logits, target), logits)
+    (ours,) = torch.autograd.grad(LP.lovasz_softmax(logits, target, ignore_index=IGNORE), logits)
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-8)
+    assert (ours[(target == IGNORE).unsqueeze(1).expand_as(ours)] == 0).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lovasz_cpu_sort_orders_like_torch_sort(threads):
+    """The CPU path packs (key, position) into one int64 for numpy's sort (rows split over `threads`); ties may come
+    in another order."""
+    key = torch.randint(-50, 50, (2, 3, 500), dtype=torch.int32)  # [N, C, P / N]: one sort per class
+    key[0, 0, 0] = torch.iinfo(torch.int32).min  # an ignored pixel's key
+    rows = key.transpose(0, 1).reshape(3, -1)
+    torch.set_num_threads(threads)
+    try:
+        key_sorted, order = LP._sort_classes(key.clone())
+    finally:
+        torch.set_num_threads(1)  # the module's setting
+    assert order.dtype == torch.int64
+    assert torch.equal(key_sorted, rows.sort(dim=1, descending=True).values)
+    assert torch.equal(rows.gather(1, order), key_sorted)
+    assert torch.equal(order.sort(dim=1).values, torch.arange(1000).expand(3, -1))  # a permutation per class
+
+
 @pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.5, 0.5), (0.9, 0.1)])
 def test_tversky_equals_smp_times_classes_over_present_classes(alpha, beta):
     logits, target = batch()
