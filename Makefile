@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/report.py
 	$(PY) bench/losses.py
 	$(PY) bench/data.py
-	$(PY) bench/tiny_quality.py
+	$(PY) bench/tiny_quality.py --bf16
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench

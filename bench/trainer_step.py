@@ -1,26 +1,39 @@
 """Seconds per s4GAN iteration and where they go, for the `tiny` preset and the paper model, by precision.
 
-Run: `python bench/trainer_step.py [--repeat N] [--sizes H W [H W ...]] [--skip-paper]` (or `make bench`).
-The paper model (DeepLabv2-ResNet-101, batch 2+2+2) runs at each size in fp32, bf16 and bf16 + channels_last; the
-fp32 line has every non-precision improvement on, so the ratios measure precision alone. Peak memory is the rise of
-the process's resident set during the timed steps (sampled every 5 ms), CPU flags and thread count come first.
-Batches are random tensors already in memory, so the numbers are the trainer's compute alone (data loading is
-bench/data.py's job). Reported per configuration:
+Run: `python bench/trainer_step.py [--repeat N] [--sizes H W [H W ...]] [--batch B] [--compile] [--skip-paper]`
+(or `make bench`). CPU flags and thread count come first.
+
+Paper model (DeepLabv2-ResNet-101, batch B+B+B, default 2; the GPU figure of the issue is `--batch 8`), at each size:
+- `reference-like`: the reference's iteration cost model on our modules: fp32, four D passes, self-training
+  selection by per-image host reads and copies into a fresh tensor (reference notes s4gan.md §1.4). The baseline.
+- `fp32`: our step (three D passes, selection on the device, no host sync): every non-precision improvement on,
+  so the lines below it measure precision alone;
+- `bf16`, `bf16 +channels_last` (and with `--compile`, `fp32 +compile`, `bf16 +cl +compile`).
+Each configuration runs in its own process, so `peak` is that process's peak resident set (ru_maxrss: the model,
+optimiser state, activations and torch's runtime), not a rise that the allocator's reuse hides. Ratios are
+against `reference-like` and against `fp32`, measured in the same run.
+
+`tiny` preset (in this process): the whole step and its split:
 - `step`: one whole `train_step` (G on labeled + unlabeled, feature matching, self-training, D update);
 - `G fwd+bwd`: the supervised part alone (one labeled batch through G, loss, backward);
-- `D passes`: the discriminator's four passes and its backward, on fixed inputs;
+- `D passes`: the discriminator's three passes (the trainer shares D(ground truth) between feature matching and
+  D's update; the reference makes four) and its backward, on fixed inputs;
 - `ST select`: D-score threshold + argmax pseudo-labels + masked loss, forward only.
 The split does not add up to `step` exactly (the unlabeled G pass is in `step` only); it shows the proportions.
-Ratios are against the `step` time of the same configuration, measured in the same run.
+Batches are random tensors already in memory, so the numbers are the trainer's compute alone (data loading is
+bench/data.py's job).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +43,7 @@ import torch
 from trainers.config import TrialConfig
 from trainers.data.pipeline import TrainData
 from trainers.s4gan import steps
-from trainers.s4gan.train import build_runtime, train_step
+from trainers.s4gan.train import Runtime, build_runtime, train_step
 
 NUM_CLASSES, IGNORE = 19, 255
 
@@ -53,30 +66,9 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def peak_rss_rise(fn: Callable[[], object]) -> float:
-    """MiB the resident set rose above its level before `fn`, sampled every 5 ms while it ran."""
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss() -> int:  # Linux: resident pages of this process
-        return int(Path("/proc/self/statm").read_text().split()[1]) * page
-
-    base = peak = rss()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, rss())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return (peak - base) / 2**20
+def peak_rss_mib() -> float:
+    """This process's peak resident set so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_flags() -> str:
@@ -88,14 +80,15 @@ def cpu_flags() -> str:
     return " ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
 
 
-def step_runner(cfg: TrialConfig) -> Callable[[], object]:
+def step_runner(cfg: TrialConfig, *, reference: bool = False) -> Callable[[], object]:
     rt, _ = build_runtime(cfg, NUM_CLASSES, IGNORE)
     h, w = cfg.dataset.crop_size
     b = cfg.schedule.batch_labeled
     data = TrainData(None, None, None, random_batches(b, (h, w), 1), random_batches(b, (h, w), 2),  # type: ignore[arg-type]
                      random_batches(b, (h, w), 3))
     it = iter(range(1, 10**9))
-    return lambda: train_step(rt, data, next(it))
+    step = reference_like_step if reference else train_step
+    return lambda: step(rt, data, next(it))
 
 
 def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
@@ -116,7 +109,7 @@ def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
     def d_only() -> None:
         assert rt.discriminator is not None
         rt.discriminator.zero_grad()
-        outs = [rt.discriminator(d_in) for _ in range(4)]
+        outs = [rt.discriminator(d_in) for _ in range(3)]
         steps.discriminator_loss(outs[0][0], outs[1][0]).backward()
 
     logits = torch.randn(b, NUM_CLASSES, h, w)
@@ -131,27 +124,96 @@ def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
     return row
 
 
-def bench_precisions(size: tuple[int, int], repeat: int) -> None:
-    base = {"preset": "paper", "device": {"device": "cpu"}, "dataset": {"crop_size": list(size)},
-            "schedule": {"batch_labeled": 2, "batch_unlabeled": 2, "batch_d": 2}}
-    reference = None
-    for precision, channels_last in (("fp32", False), ("bf16", False), ("bf16", True)):
-        cfg = TrialConfig.from_dict({**base, "precision": {"precision": precision, "channels_last": channels_last}})
-        run = step_runner(cfg)
-        seconds = timed(run, repeat)
-        memory = peak_rss_rise(run)
-        reference = reference or seconds
-        label = f"paper R101 {size[0]}x{size[1]} b2x3 {precision}{' +channels_last' if channels_last else ''}"
-        print(f"{label:<48} {seconds:7.2f} s/it  ({seconds / reference:4.2f}x fp32)  peak +{memory:7.0f} MiB",
-              flush=True)
+def reference_like_step(rt: Runtime, data: TrainData, iteration: int) -> None:
+    """The reference iteration's cost on our modules: four D passes, per-image host reads and copies for selection.
+
+    Same terms and optimiser steps as `train_step`; only the mechanics the reference notes describe differ.
+    """
+    s, D = rt.cfg.s4gan, rt.discriminator
+    assert D is not None and rt.opt_d is not None
+    (x_l, y_l), (x_u, _), (x_gt, y_gt) = next(data.labeled), next(data.unlabeled), next(data.labeled_d)
+    rt.opt_g.zero_grad()
+    rt.opt_d.zero_grad()
+    D.requires_grad_(False)
+    loss_sup = rt.criterion(steps.upsample(rt.generator(x_l), y_l.shape[-2:]), y_l)
+    logits_u = steps.upsample(rt.generator(x_u), x_u.shape[-2:])
+    fake_input = steps.discriminator_input(torch.softmax(logits_u, 1), steps.minmax_normalise(x_u))
+    real_input = steps.discriminator_input(steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index),
+                                           steps.minmax_normalise(x_gt, range_of=x_l))
+    d_fake, features_fake = D(fake_input)
+    _, features_real = D(real_input)  # pass 2
+    loss = loss_sup + s.lambda_fm * steps.feature_matching_loss(features_real, features_fake)
+    scores = torch.sigmoid(d_fake).view(-1)
+    chosen = [j for j in range(scores.shape[0]) if scores[j].item() > s.threshold_st]  # a host read per image
+    if chosen and iteration > 0:
+        selected = torch.zeros(len(chosen), *logits_u.shape[1:])
+        for k, j in enumerate(chosen):  # copied one by one into a fresh tensor (CopySlices in autograd)
+            selected[k] = logits_u[j]
+        loss = loss + s.lambda_st * rt.criterion(selected, selected.detach().argmax(1))
+    loss.backward()
+    D.requires_grad_(True)
+    d_fake_detached, _ = D(fake_input.detach())  # pass 3
+    d_real, _ = D(real_input)  # pass 4
+    steps.discriminator_loss(d_fake_detached, d_real).backward()
+    rt.opt_g.step()
+    rt.opt_d.step()
+
+
+PAPER_LINES: dict[str, dict[str, object]] = {  # label -> precision settings; "reference" picks the baseline step
+    "reference-like": {"precision": "fp32", "reference": True},
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    "bf16 +channels_last": {"precision": "bf16", "channels_last": True},
+}
+COMPILE_LINES: dict[str, dict[str, object]] = {
+    "fp32 +compile": {"precision": "fp32", "compile": True},
+    "bf16 +cl +compile": {"precision": "bf16", "channels_last": True, "compile": True},
+}
+
+
+def paper_config(size: tuple[int, int], batch: int, settings: dict[str, object]) -> TrialConfig:
+    precision = {k: v for k, v in settings.items() if k != "reference"}
+    return TrialConfig.from_dict({"preset": "paper", "device": {"device": "cpu"}, "precision": precision,
+                                  "dataset": {"crop_size": list(size)},
+                                  "schedule": {"batch_labeled": batch, "batch_unlabeled": batch, "batch_d": batch}})
+
+
+def measure_one(spec: dict) -> dict[str, float]:
+    """In a fresh process: seconds per iteration (median) and the process's peak RSS for one configuration."""
+    torch.manual_seed(0)
+    size, settings = tuple(spec["size"]), spec["settings"]
+    cfg = paper_config(size, spec["batch"], settings)  # type: ignore[arg-type]
+    runner = step_runner(cfg, reference=bool(settings.get("reference")))
+    return {"seconds": timed(runner, spec["repeat"]), "peak_mib": peak_rss_mib()}
+
+
+def bench_paper(size: tuple[int, int], batch: int, repeat: int, lines: dict[str, dict[str, object]]) -> None:
+    results: dict[str, dict[str, float]] = {}
+    for label, settings in lines.items():
+        spec = {"size": size, "batch": batch, "settings": settings, "repeat": repeat}
+        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{label}: failed ({out.stderr.strip().splitlines()[-1:]})", flush=True)
+            continue
+        results[label] = row = json.loads(out.stdout.strip().splitlines()[-1])
+        ratios = "  ".join(f"{row['seconds'] / results[base]['seconds']:4.2f}x {base}" if base in results
+                           else " " * (6 + len(base)) for base in ("reference-like", "fp32"))
+        name = f"paper R101 {size[0]}x{size[1]} b{batch}x3 {label}"
+        print(f"{name:<52} {row['seconds']:7.2f} s/it  {ratios}  peak {row['peak_mib']:6.0f} MiB", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 256, 512], metavar="H W")
+    parser.add_argument("--batch", type=int, default=2, help="paper model: B labeled + B unlabeled + B for D")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile lines (minutes of compile)")
     parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one paper configuration, JSON in and out
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(json.loads(args.one))))
+        return
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
           f"{platform.processor() or platform.machine()}, flags: {cpu_flags()}")
@@ -159,11 +221,11 @@ def main() -> None:
     bench_split(f"tiny {tiny.dataset.crop_size} b{tiny.schedule.batch_labeled}x3", tiny, max(5, args.repeat))
     if args.skip_paper:
         return
-    sizes = [tuple(args.sizes[i:i + 2]) for i in range(0, len(args.sizes), 2)]
-    for size in sizes:
-        bench_precisions(size, args.repeat)  # type: ignore[arg-type]
-    print("reference s4GAN iteration (its own modules, fp32, 2 threads, issue notes): 10.3 s at 256x512, "
-          "2.9 s at 128x256; target with the fast settings at 256x512: <= 4.6 s")
+    lines = PAPER_LINES | (COMPILE_LINES if args.compile else {})
+    for i in range(0, len(args.sizes), 2):
+        bench_paper((args.sizes[i], args.sizes[i + 1]), args.batch, args.repeat, lines)
+    print("the issue's figures (the reference's own modules, fp32, 2 threads, an AMX machine): 10.3 s at 256x512, "
+          "2.9 s at 128x256; target with the fast settings at 256x512: <= 4.6 s (0.45x reference)")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,9 @@ class PrecisionConfig:
     precision: Precision = "fp32"
     channels_last: bool = False
     tf32: bool = True  # CUDA only: TF32 tensor cores for fp32 matmuls and convolutions
+    # torch.compile G and D in place (state-dict keys unchanged). Opt-in: the first steps pay the compile time, and
+    # a backend failure falls back to eager with a warning instead of failing the trial.
+    compile: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -122,6 +122,7 @@ def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int, *,
     generator.to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     generator.to(memory_format=memory_format)
+    info["compile"] = cfg.precision.compile
     opt_g = torch.optim.SGD(generator.param_groups(cfg.optim.lr), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                             weight_decay=cfg.optim.weight_decay)
     discriminator, opt_d = None, None
@@ -137,9 +138,26 @@ def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int, *,
         from trainers.config import LossConfig
 
         st_criterion = build_loss(LossConfig(name="ce"), ignore_index=ignore_index, num_classes=num_classes)
+    if cfg.precision.compile:
+        compile_in_place(generator, discriminator)
     runtime = Runtime(cfg, device, generator, discriminator, opt_g, opt_d, criterion, st_criterion.to(device),
                       num_classes, ignore_index, amp_dtype, channels_last)
     return runtime, info
+
+
+COMPILE_BACKEND = "inductor"  # a module constant so a test can swap in a failing backend
+
+
+def compile_in_place(*modules: nn.Module | None) -> None:
+    """`nn.Module.compile` on each module: keeps parameter names (checkpoints stay loadable without compile).
+
+    Compilation happens lazily at the first call. With `suppress_errors`, a backend that fails (no C++ compiler,
+    an unsupported op) makes dynamo log the error and run that frame eagerly: the trial goes on, only slower.
+    """
+    torch._dynamo.config.suppress_errors = True
+    for module in modules:
+        if module is not None:
+            module.compile(backend=COMPILE_BACKEND)
 
 
 def set_learning_rates(rt: Runtime, iteration: int) -> float:
@@ -192,7 +210,6 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     x_u, _ = _to_device(rt, next(data.unlabeled))
     x_gt, y_gt = _to_device(rt, next(data.labeled_d))
     opt_d.zero_grad(set_to_none=True)
-    D.requires_grad_(False)
     with rt.autocast():
         logits_u = rt.generator(x_u)
     logits_u = steps.upsample(logits_u.float(), x_u.shape[-2:])
@@ -202,10 +219,14 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     real_norm = steps.minmax_normalise(x_gt, per_image=per_image,
                                        range_of=x_l if s.gt_norm_bug and not per_image else None)
     real_input = steps.discriminator_input(steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index), real_norm)
+    # Three D passes, not the reference's four: D(ground truth) does not depend on G and D does not change before
+    # its own update, so one pass serves both feature matching (detached: G's loss sends nothing into D, as the
+    # reference's requires_grad=False) and D's real term. The one difference: both uses see one dropout mask.
     with rt.autocast():
+        d_real, features_real = D(real_input)
+        D.requires_grad_(False)
         d_fake, features_fake = D(fake_input)
-        _, features_real = D(real_input)
-    loss_fm = steps.feature_matching_loss(features_real.float(), features_fake.float())
+    loss_fm = steps.feature_matching_loss(features_real.detach().float(), features_fake.float())
     # self-training starts after iteration 0, as the reference (its D has not been trained yet at 0)
     selected = steps.select_confident(d_fake, s.threshold_st) & (iteration > 0)
     loss_st = steps.self_training_loss(rt.st_criterion, logits_u, selected, rt.ignore_index)
@@ -216,7 +237,6 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     D.requires_grad_(True)
     with rt.autocast():
         d_fake_detached, _ = D(fake_input.detach())
-        d_real, _ = D(real_input)
     loss_d = steps.discriminator_loss(d_fake_detached, d_real)
     _check_finite({M.LOSS_D: loss_d}, iteration)
     loss_d.backward()

@@ -98,3 +98,24 @@ def test_the_supervised_only_control_has_no_discriminator(tmp_path):
 def test_a_non_finite_loss_stops_the_trial_naming_term_and_iteration(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"^train/loss_sup is (nan|inf) at iteration [0-9]+$"):
         train(micro(optim={"lr": 1e30}), reporter=ListReporter(), workdir=tmp_path)
+
+
+def test_one_step_runs_the_discriminator_three_times_and_g_sends_no_gradient_into_it():
+    from trainers.data.pipeline import train_data
+    from trainers.s4gan.train import build_runtime, train_step
+
+    cfg = micro(device={"device": "cpu"})
+    rt, _ = build_runtime(cfg, 19, 255)
+    s = cfg.schedule
+    data = train_data(cfg.dataset, batches={"labeled": s.batch_labeled, "labeled_d": s.batch_d,
+                                            "unlabeled": s.batch_unlabeled}, seed=0, split_seed=0, workers=0)
+    calls = []
+    rt.discriminator.register_forward_hook(lambda module, args, out: calls.append(args[0].requires_grad))
+    backward_calls = []  # one gradient computation per backward that reaches D's weights
+    for p in rt.discriminator.parameters():
+        p.register_hook(lambda grad: backward_calls.append(1))
+    train_step(rt, data, 1)
+    # D(ground truth) once (shared by feature matching and D's update), D(prediction) for G, D(detached prediction)
+    assert calls == [False, True, False]
+    # G's backward (supervised + feature matching + self-training) reaches none of D's weights; D's own loss all
+    assert len(backward_calls) == len(list(rt.discriminator.parameters()))
