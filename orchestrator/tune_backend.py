@@ -183,9 +183,11 @@ class Progress(tune.Callback):
         self.failed: set[str] = set()
         self.started: dict[str, float] = {}
         self.best: tuple[float, str] | None = None
+        self.peak_running = 0  # trials seen running at once: the slots the cluster really gives this sweep
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.add(str(trial))
+        self.peak_running = max(self.peak_running, len(self.running))
         self.started.setdefault(str(trial), time.monotonic())
         self._print()
 
@@ -213,7 +215,8 @@ class Progress(tune.Callback):
         eta = ""
         if self.done:
             per_trial = sum(self.done.values()) / len(self.done)
-            eta = f", about {_clock(per_trial * (self.total - finished) / self.concurrency)} left"
+            slots = max(1, min(self.concurrency, self.peak_running))  # max_concurrent may exceed the cluster
+            eta = f", about {_clock(per_trial * (self.total - finished) / slots)} left"
         best = f" | best {self.metric} {self.best[0]:.4f} ({self.best[1]})" if self.best else ""
         log.info("trials: %d running, %d pending, %d done, %d failed%s | elapsed %s%s", len(self.running), pending,
                  len(self.done), len(self.failed), best, _clock(elapsed), eta)
