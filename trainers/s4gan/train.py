@@ -58,6 +58,9 @@ class Runtime:
     ignore_index: int
     amp_dtype: torch.dtype | None
     channels_last: bool
+    # fp16 only: loss scaling against gradient underflow (fp16 has 5 exponent bits; bf16 and fp32 have 8). Disabled,
+    # `scale` returns its argument and `step` is `optimizer.step()`, so one code path serves every precision.
+    scaler: torch.amp.GradScaler
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -140,8 +143,9 @@ def build_runtime(cfg: TrialConfig, num_classes: int, ignore_index: int, *,
         st_criterion = build_loss(LossConfig(name="ce"), ignore_index=ignore_index, num_classes=num_classes)
     if cfg.precision.compile:
         compile_in_place(generator, discriminator)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     runtime = Runtime(cfg, device, generator, discriminator, opt_g, opt_d, criterion, st_criterion.to(device),
-                      num_classes, ignore_index, amp_dtype, channels_last)
+                      num_classes, ignore_index, amp_dtype, channels_last, scaler)
     return runtime, info
 
 
@@ -201,8 +205,9 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     terms = {M.LOSS_SUP: loss_sup}
     if rt.discriminator is None:  # the supervised-only control
         _check_finite(terms, iteration)
-        loss_sup.backward()
-        rt.opt_g.step()
+        rt.scaler.scale(loss_sup).backward()
+        rt.scaler.step(rt.opt_g)
+        rt.scaler.update()
         return {k: v.detach() for k, v in terms.items()}
 
     D, opt_d = rt.discriminator, rt.opt_d
@@ -232,16 +237,18 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     loss_st = steps.self_training_loss(rt.st_criterion, logits_u, selected, rt.ignore_index)
     terms |= {M.LOSS_FM: loss_fm, M.LOSS_ST: loss_st}
     _check_finite(terms, iteration)
-    (loss_sup + s.lambda_fm * loss_fm + s.lambda_st * loss_st).backward()
+    rt.scaler.scale(loss_sup + s.lambda_fm * loss_fm + s.lambda_st * loss_st).backward()
 
     D.requires_grad_(True)
     with rt.autocast():
         d_fake_detached, _ = D(fake_input.detach())
     loss_d = steps.discriminator_loss(d_fake_detached, d_real)
     _check_finite({M.LOSS_D: loss_d}, iteration)
-    loss_d.backward()
-    rt.opt_g.step()
-    opt_d.step()
+    rt.scaler.scale(loss_d).backward()
+    # one scale for both networks: a step with an inf/NaN gradient in either is skipped and the scale lowered
+    rt.scaler.step(rt.opt_g)
+    rt.scaler.step(opt_d)
+    rt.scaler.update()
     terms |= {M.LOSS_D: loss_d, M.ST_ACCEPT_RATE: selected.float().mean()}
     return {k: v.detach() for k, v in terms.items()}
 
@@ -250,6 +257,7 @@ def _state(rt: Runtime, iteration: int) -> dict[str, Any]:
     return {"iteration": iteration, "generator": rt.generator.state_dict(), "opt_g": rt.opt_g.state_dict(),
             "discriminator": rt.discriminator.state_dict() if rt.discriminator else None,
             "opt_d": rt.opt_d.state_dict() if rt.opt_d else None, "loss": rt.criterion.state_dict(),
+            "scaler": rt.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else None}
 
@@ -262,6 +270,8 @@ def _restore(rt: Runtime, state: Mapping[str, Any]) -> int:
         assert rt.opt_d is not None
         rt.opt_d.load_state_dict(state["opt_d"])
     rt.criterion.load_state_dict(state["loss"])
+    if state.get("scaler"):  # empty for a disabled scaler (and absent from checkpoints before fp16 scaling)
+        rt.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and rt.device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda_rng"])

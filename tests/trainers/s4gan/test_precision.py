@@ -74,3 +74,36 @@ def test_a_failing_compile_backend_falls_back_to_eager(monkeypatch, caplog):
     assert terms[M.LOSS_SUP].item() == pytest.approx(ref_terms[M.LOSS_SUP].item(), rel=1e-6)
     assert torch.allclose(delta, ref_delta, rtol=1e-5, atol=1e-7)
     assert "no compiler here" in caplog.text  # dynamo says why it fell back
+
+
+def _step_with_scaler(scaler):
+    torch.manual_seed(0)
+    cfg = TrialConfig.from_dict({"preset": "micro", "device": {"device": "cpu"}})
+    rt, _ = build_runtime(cfg, 19, 255)
+    if scaler is not None:
+        rt.scaler = scaler
+    s = cfg.schedule
+    data = train_data(cfg.dataset, batches={"labeled": s.batch_labeled, "labeled_d": s.batch_d,
+                                            "unlabeled": s.batch_unlabeled}, seed=0, split_seed=0, workers=0)
+    torch.manual_seed(1)
+    train_step(rt, data, 1)
+    return rt
+
+
+def test_the_fp16_loss_scaler_is_wired_into_both_updates():
+    """fp16 runs on CUDA only; the scaler's plumbing is the same on CPU: a power-of-two scale leaves the step exact,
+    and a scale that overflows G's gradients skips G's step and lowers the scale."""
+    plain = _step_with_scaler(None)
+    assert not plain.scaler.is_enabled()  # fp32: no scaling
+    scaled = _step_with_scaler(torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    for net in ("generator", "discriminator"):
+        for (name, a), b in zip(getattr(plain, net).named_parameters(), getattr(scaled, net).parameters(),
+                                strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (net, name)
+    assert scaled.scaler.get_scale() == 2.0**10
+    torch.manual_seed(0)
+    untouched = build_runtime(TrialConfig.from_dict({"preset": "micro", "device": {"device": "cpu"}}), 19, 255)[0]
+    overflow = _step_with_scaler(torch.amp.GradScaler("cpu", init_scale=3e38))
+    for a, b in zip(untouched.generator.parameters(), overflow.generator.parameters(), strict=True):
+        assert torch.equal(a, b)  # inf gradients: G's step skipped (each optimiser checks its own gradients)
+    assert overflow.scaler.get_scale() < 3e38
