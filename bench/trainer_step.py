@@ -8,7 +8,8 @@ Paper model (DeepLabv2-ResNet-101, batch B+B+B, default 2; the GPU figure of the
   selection by per-image host reads and copies into a fresh tensor (reference notes s4gan.md §1.4). The baseline.
 - `fp32`: our step (three D passes, selection on the device, no host sync): every non-precision improvement on,
   so the lines below it measure precision alone;
-- `bf16`, `bf16 +channels_last` (and with `--compile`, `fp32 +compile`, `bf16 +cl +compile`).
+- `fp32 +channels_last`, `bf16`, `bf16 +channels_last` (and with `--compile`, `fp32 +compile`,
+  `bf16 +cl +compile`).
 Each configuration runs in its own process, so `peak` is that process's peak resident set (ru_maxrss: the model,
 optimiser state, activations and torch's runtime), not a rise that the allocator's reuse hides. Ratios are
 against `reference-like` and against `fp32`, measured in the same run.
@@ -162,6 +163,7 @@ def reference_like_step(rt: Runtime, data: TrainData, iteration: int) -> None:
 PAPER_LINES: dict[str, dict[str, object]] = {  # label -> precision settings; "reference" picks the baseline step
     "reference-like": {"precision": "fp32", "reference": True},
     "fp32": {"precision": "fp32"},
+    "fp32 +channels_last": {"precision": "fp32", "channels_last": True},
     "bf16": {"precision": "bf16"},
     "bf16 +channels_last": {"precision": "bf16", "channels_last": True},
 }

@@ -163,13 +163,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return submit(job, address=address, wait=args.wait)
 
 
+def _sweep_name(arg: str) -> str:
+    """`report`/`regress` take what `sweep` took: a sweep name, a shipped file's stem (`adaptive_vs_static`, whose
+    sweep is named `adaptive-vs-static`) or a sweep file's path; the last two give the file's `name:`."""
+    from orchestrator.spec import SpecError, resolve_spec_path
+    from orchestrator.spec.files import read_sweep_file
+
+    try:
+        data, _ = read_sweep_file(resolve_spec_path(arg))
+    except SpecError:
+        return arg  # not a sweep file: a sweep name
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else arg
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     import tempfile
 
     from orchestrator import regress, report, results
 
     tolerances = _tolerances(args.tolerance)
-    run = results.find_run(args.sweep, args.run, tracking_uri=args.tracking_uri, storage=args.storage)
+    run = results.find_run(_sweep_name(args.sweep), args.run, tracking_uri=args.tracking_uri, storage=args.storage)
     out = results.output_dir(run, "report", args.out)
     with tempfile.TemporaryDirectory(prefix="s4sweep-report-") as cache:
         res = results.collect(run, cache=Path(cache))
@@ -199,7 +213,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
         baseline = regress.read_baseline(Path(args.baseline))
     except regress.BaselineError as e:
         raise UsageError(str(e)) from None
-    run = results.find_run(args.sweep, args.run, tracking_uri=args.tracking_uri, storage=args.storage)
+    run = results.find_run(_sweep_name(args.sweep), args.run, tracking_uri=args.tracking_uri, storage=args.storage)
     before = results.previous_run(run, storage=args.storage)
     with tempfile.TemporaryDirectory(prefix="s4sweep-regress-") as cache:
         res = results.collect(run, cache=Path(cache))

@@ -75,3 +75,13 @@ def test_train_writes_metrics_and_eval_writes_benchmark_format_predictions(tmp_p
     assert pixels.shape == (256, 512) and set(np.unique(pixels)) <= raw_ids  # raw Cityscapes ids, full size
 
     assert main(["train", str(spec), "--trial", "5"]) == 2  # out of range: a user error
+
+
+def test_report_and_regress_accept_what_sweep_accepts(tmp_path):
+    from orchestrator.cli import _sweep_name
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: my-sweep\n")
+    assert _sweep_name("adaptive_vs_static") == "adaptive-vs-static"  # a shipped file's stem -> its sweep name
+    assert _sweep_name(str(spec)) == "my-sweep"
+    assert _sweep_name("adaptive-vs-static") == "adaptive-vs-static"  # a sweep name stays itself
