@@ -4,8 +4,9 @@ import pickle
 
 import pytest
 
-from trainers.config import ConfigError, TrialConfig
+from trainers.config import ConfigError, ScheduleConfig, TrialConfig
 from trainers.losses import LOSSES
+from trainers.presets import preset_dict
 
 
 def test_presets_build_and_round_trip_exactly():
@@ -27,7 +28,9 @@ def test_paper_preset_holds_the_reference_recipe():
 def test_overrides_merge_into_the_preset_and_the_loss_block_replaces_whole():
     cfg = TrialConfig.from_dict({"preset": "tiny", "schedule": {"iterations": 7},
                                  "loss": {"name": "focal", "gamma": 0.5, "lambda": 2}})
-    assert cfg.schedule.iterations == 7 and cfg.schedule.batch_labeled == 4  # the rest of the preset stays
+    tiny_batch = preset_dict("tiny")["schedule"]["batch_labeled"]
+    assert tiny_batch != ScheduleConfig().batch_labeled  # the preset's value, not the paper default
+    assert cfg.schedule.iterations == 7 and cfg.schedule.batch_labeled == tiny_batch  # the rest of the preset stays
     assert cfg.loss.name == "focal" and dict(cfg.loss.options) == {"gamma": 0.5, "lambda": 2.0}
     same = TrialConfig.from_dict({"preset": "tiny", "schedule": {"iterations": 7},
                                   "loss": {"name": "focal", "options": {"gamma": 0.5, "lambda": 2.0}}})
