@@ -66,15 +66,20 @@ class OptunaSearch:
         where = "search.optuna"
         if number(f"{where}.num_samples", self.num_samples, integer=True) < 1:
             fail(f"{where}.num_samples", "must be >= 1", self.num_samples)
-        if not isinstance(self.metric, str) or not self.metric.startswith("val/"):
-            fail(f"{where}.metric", "must be a metric key `val/<eval set key>/<metric>`", self.metric)
-        check_mode(f"{where}.mode", self.mode)
+        _check_objective(where, self.metric, self.mode)
         if number(f"{where}.seed", self.seed, integer=True) < 0:
             fail(f"{where}.seed", "must be >= 0", self.seed)
         if not isinstance(self.space, Mapping) or not self.space:
             fail(f"{where}.space", "must map param paths to {low, high} or {choices: [...]}", self.space)
         space = {str(p): _space_entry(f"{where}.space.{p}", d) for p, d in self.space.items()}
         object.__setattr__(self, "space", FrozenDict(space))
+
+
+def _check_objective(where: str, metric: object, mode: object) -> None:
+    """The metric a search or scheduler optimises, and its direction."""
+    if not isinstance(metric, str) or not metric.startswith("val/"):
+        fail(f"{where}.metric", "must be a metric key `val/<eval set key>/<metric>`", metric)
+    check_mode(f"{where}.mode", mode)
 
 
 def _space_entry(path: str, raw: object) -> FrozenDict:
@@ -116,9 +121,7 @@ class ASHAScheduler:
             fail(f"{where}.grace_iters", "must be >= 1", self.grace_iters)
         if number(f"{where}.reduction_factor", self.reduction_factor) <= 1:
             fail(f"{where}.reduction_factor", "must be > 1", self.reduction_factor)
-        if not isinstance(self.metric, str) or not self.metric.startswith("val/"):
-            fail(f"{where}.metric", "must be a metric key `val/<eval set key>/<metric>`", self.metric)
-        check_mode(f"{where}.mode", self.mode)
+        _check_objective(where, self.metric, self.mode)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,15 +28,6 @@ def counts(classes=C, order=None):
     return ClassCounts(classes=tuple(f"c{c}" for c in range(classes)), pixels=pixels, image_pixels=pixels, images=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds wake-up latency (seconds per gradcheck on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batch(dtype=torch.float64, seed=0, shape=(2, 6, 7), classes=C, scale=1.0):
     g = torch.Generator().manual_seed(seed)
     n, h, w = shape

@@ -19,14 +19,6 @@ from trainers.losses.adaptive import entropy_mix
 IGNORE = 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batch(seed=0, shape=(2, 9, 11), classes=5, dtype=torch.float64, ignore=0.1):
     g = torch.Generator().manual_seed(seed)
     n, h, w = shape

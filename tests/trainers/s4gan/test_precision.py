@@ -11,12 +11,15 @@ from trainers.s4gan import train as train_module
 from trainers.s4gan.train import build_runtime, resolve_precision, train_step
 
 
-def one_step(precision: str, channels_last: bool = False, compile: bool = False):
+def run_one_step(precision: str = "fp32", channels_last: bool = False, compile: bool = False, scaler=None):
+    """One micro train_step from a seeded init: (runtime after the step, loss terms, G's update, runtime info)."""
     torch.manual_seed(0)
     cfg = TrialConfig.from_dict({"preset": "micro", "device": {"device": "cpu"},
                                  "precision": {"precision": precision, "channels_last": channels_last,
                                                "compile": compile}})
     rt, info = build_runtime(cfg, 19, 255)
+    if scaler is not None:
+        rt.scaler = scaler
     before = {k: v.detach().clone() for k, v in rt.generator.named_parameters()}
     s = cfg.schedule
     data = train_data(cfg.dataset, batches={"labeled": s.batch_labeled, "labeled_d": s.batch_d,
@@ -24,7 +27,11 @@ def one_step(precision: str, channels_last: bool = False, compile: bool = False)
     torch.manual_seed(1)  # same dropout masks in D for both precisions
     terms = train_step(rt, data, 1)
     delta = torch.cat([(p.detach() - before[k]).flatten() for k, p in rt.generator.named_parameters()])
-    return terms, delta, info
+    return rt, terms, delta, info
+
+
+def one_step(precision: str, channels_last: bool = False, compile: bool = False):
+    return run_one_step(precision, channels_last, compile)[1:]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -76,26 +83,12 @@ def test_a_failing_compile_backend_falls_back_to_eager(monkeypatch, caplog):
     assert "no compiler here" in caplog.text  # dynamo says why it fell back
 
 
-def _step_with_scaler(scaler):
-    torch.manual_seed(0)
-    cfg = TrialConfig.from_dict({"preset": "micro", "device": {"device": "cpu"}})
-    rt, _ = build_runtime(cfg, 19, 255)
-    if scaler is not None:
-        rt.scaler = scaler
-    s = cfg.schedule
-    data = train_data(cfg.dataset, batches={"labeled": s.batch_labeled, "labeled_d": s.batch_d,
-                                            "unlabeled": s.batch_unlabeled}, seed=0, split_seed=0, workers=0)
-    torch.manual_seed(1)
-    train_step(rt, data, 1)
-    return rt
-
-
 def test_the_fp16_loss_scaler_is_wired_into_both_updates():
     """fp16 runs on CUDA only; the scaler's plumbing is the same on CPU: a power-of-two scale leaves the step exact,
     and a scale that overflows G's gradients skips G's step and lowers the scale."""
-    plain = _step_with_scaler(None)
+    plain = run_one_step()[0]
     assert not plain.scaler.is_enabled()  # fp32: no scaling
-    scaled = _step_with_scaler(torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    scaled = run_one_step(scaler=torch.amp.GradScaler("cpu", init_scale=2.0**10))[0]
     for net in ("generator", "discriminator"):
         for (name, a), b in zip(getattr(plain, net).named_parameters(), getattr(scaled, net).parameters(),
                                 strict=True):
@@ -103,7 +96,7 @@ def test_the_fp16_loss_scaler_is_wired_into_both_updates():
     assert scaled.scaler.get_scale() == 2.0**10
     torch.manual_seed(0)
     untouched = build_runtime(TrialConfig.from_dict({"preset": "micro", "device": {"device": "cpu"}}), 19, 255)[0]
-    overflow = _step_with_scaler(torch.amp.GradScaler("cpu", init_scale=3e38))
+    overflow = run_one_step(scaler=torch.amp.GradScaler("cpu", init_scale=3e38))[0]
     for a, b in zip(untouched.generator.parameters(), overflow.generator.parameters(), strict=True):
         assert torch.equal(a, b)  # inf gradients: G's step skipped (each optimiser checks its own gradients)
     assert overflow.scaler.get_scale() < 3e38
