@@ -7,7 +7,7 @@ that round's CE time, so that drift of a shared machine hits both alike. `--only
 Peak memory is measured with torch.profiler's CPU memory events (`profile_memory=True`): the running sum of every
 allocation and free by torch's CPU allocator during one forward + backward, maximum minus start; it counts the
 loss's intermediates, the saved tensors and the gradient of the logits, not the inputs. Ratios are against `ce`
-measured in the same run. An adaptive loss's run includes its per-step state update (`SegLoss.observe`), as in the
+measured in the same run. An adaptive loss's run includes its per-step state update (`observe=True`), as in the
 trainer. Target: within 1.5x of CE, Lovasz (one sort of all pixels per class) within 3x.
 """
 
@@ -46,8 +46,7 @@ def inputs(batch: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tenso
 def forward_backward(loss: SegLoss, logits: torch.Tensor, target: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         logits.grad = None
-        loss(logits, target).backward()
-        loss.observe(logits, target)  # an adaptive loss's state update; a no-op for the others
+        loss(logits, target, observe=True).backward()  # with an adaptive loss's state update, as in the trainer
 
     return run
 

@@ -278,9 +278,18 @@ class SegLoss(nn.Module):
             return {}
         return self.stateful.state_metrics(class_names)
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, *, observe: bool = False) -> Tensor:
+        """The loss; with `observe`, then `self.observe(logits, target)` (the loss reads the state from before).
+
+        A module whose `forward` takes `observe` itself shares the work (AdaptiveFocal's statistics come from the
+        log-probabilities its loss computes anyway), with the same result as the two calls."""
         if self.stateful is not None:
-            return self.stateful(logits, target)
+            if observe and getattr(self.stateful, "fuses_observe", False):
+                return self.stateful(logits, target, observe=True)
+            loss = self.stateful(logits, target)
+            if observe:
+                self.observe(logits, target)
+            return loss
         if self.class_weights is None:
             return self._fn(logits, target)
         return self._fn(logits, target, class_weights=self.class_weights)

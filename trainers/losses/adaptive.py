@@ -1,14 +1,17 @@
 """Adaptive losses: losses whose class weights or focusing parameters follow the training (losses.md §5).
 
 Each is an `nn.Module` with three methods besides `forward(logits, target)`:
-- `observe(logits, target)`: update the state from one labeled batch (the trainer calls it once per step with the
-  detached logits). Runs under `no_grad`, on the device, without reading a value back to the host: the counts are
-  `scatter_add`s into fixed-size buffers, conditions are `torch.where`s, so a CUDA step never waits on it.
+- `observe(logits, target)`: update the state from one labeled batch (the trainer asks for it once per step, through
+  `SegLoss.forward(..., observe=True)`, which calls it after the loss or, for a module with `fuses_observe`, lets
+  `forward(..., observe=True)` do both and share their work). Runs under `no_grad`, on the device, without reading
+  a value back to the host: the counts are `scatter_add`s into fixed-size buffers, conditions are `torch.where`s, so
+  a CUDA step never waits on it.
 - `state_metrics(class_names)`: the state as `loss/weight/<class>` / `loss/gamma/<class>` metrics (one read-back, in
   the trainer's log window).
 - the state lives in registered buffers, so `state_dict()` (saved in checkpoints as "loss") resumes it exactly.
 
-`forward` only reads the state, so a loss value depends on (logits, target, state) alone.
+`forward` only reads the state (and updates it after the loss with `observe=True`), so a loss value depends on
+(logits, target, state) alone.
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class AdaptiveFocal(nn.Module):
     with presence-corrected EMAs (classes absent from a batch keep their statistics),
 
         conf_c = EMA of the mean top-label confidence max_k p_ik over pixels i of class c
-        acc_c  = EMA of the fraction of those pixels predicted c (the class's recall)
+        acc_c  = EMA of the fraction of those pixels predicted c (the class's recall; a tie for the top counts)
         every `update_every` steps:  gamma_c <- clip(gamma_c exp(step_size (conf_c - acc_c)), gamma_min, gamma_max)
 
     and the loss is `-(1 - p_t)^gamma_{y_i} log p_t`, mean over valid pixels. A class the model misses while
@@ -106,6 +109,8 @@ class AdaptiveFocal(nn.Module):
     the switch to inverse focal loss for |gamma| < S_th (gamma stays >= gamma_min > 0, so the multiplicative update
     never sticks at 0) and validation-set statistics (the labeled training batches are used instead).
     """
+
+    fuses_observe = True  # forward(..., observe=True) updates the state from its own log-probabilities
 
     def __init__(self, *, num_classes: int, ignore_index: int, gamma: float = 1.0, step_size: float = 1.0,
                  gamma_min: float = 0.1, gamma_max: float = 20.0, rho: float = 0.99, update_every: int = 100) -> None:
@@ -121,11 +126,30 @@ class AdaptiveFocal(nn.Module):
     @torch.no_grad()
     def observe(self, logits: Tensor, target: Tensor) -> None:
         valid, safe = LF._valid(target, self.ignore_index)
-        num_classes = logits.shape[1]
-        # one softmax and one max: the log-softmax and its exp were two full passes (max's indices are argmax's)
-        top, pred = torch.softmax(LF._wide(logits), dim=1).max(1)
-        count, hits = LF._hits_per_class(pred == safe, safe, valid, num_classes)
-        top_sum = top.new_zeros(num_classes).scatter_add_(0, safe.flatten(), torch.where(valid, top, 0.0).flatten())
+        log_probs = LF._log_probs(logits)
+        self._update(log_probs, LF._target_log_prob(log_probs, safe), safe, valid)
+
+    def forward(self, logits: Tensor, target: Tensor, *, observe: bool = False) -> Tensor:
+        """The loss at the current gammas; with `observe`, then the state update from this batch (`observe`'s
+        result exactly, from the log-probabilities computed here: a softmax pass less per step)."""
+        valid, safe = LF._valid(target, self.ignore_index)
+        log_probs = LF._log_probs(logits)
+        logpt = LF._target_log_prob(log_probs, safe)
+        base = (1 - logpt.exp()).clamp_min(LF.FOCAL_BASE_MIN)
+        loss = LF._mean_valid(-logpt * base ** self.gammas.to(logpt)[safe], valid, logits)
+        if observe:
+            with torch.no_grad():
+                self._update(log_probs.detach(), logpt.detach(), safe, valid)
+        return loss
+
+    def _update(self, log_probs: Tensor, logpt: Tensor, safe: Tensor, valid: Tensor) -> None:
+        num_classes = log_probs.shape[1]
+        # the top-label log-probability is an amax over classes (vectorised on CPU, unlike max's indices); a
+        # pixel counts as predicted right when its class attains it (a tie counts as a hit)
+        top_log = log_probs.amax(1)
+        count, hits = LF._hits_per_class(logpt >= top_log, safe, valid, num_classes)
+        top = torch.where(valid, top_log.exp_(), 0.0)
+        top_sum = top.new_zeros(num_classes).scatter_add_(0, safe.flatten(), top.flatten())
         conf, acc = top_sum / count.clamp_min(1), hits.to(top) / count.clamp_min(1)
         present = count > 0
         for ema, x in ((self.confidence, conf), (self.accuracy, acc), (self.presence, torch.ones_like(conf))):
@@ -136,12 +160,6 @@ class AdaptiveFocal(nn.Module):
         moved = (self.gammas * torch.exp(self.step_size * gap)).clamp(self.gamma_min, self.gamma_max)
         due = (self.steps % self.update_every == 0) & seen
         self.gammas.copy_(torch.where(due, moved, self.gammas))
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        valid, safe = LF._valid(target, self.ignore_index)
-        logpt = LF._target_log_prob(LF._log_probs(logits), safe)
-        base = (1 - logpt.exp()).clamp_min(LF.FOCAL_BASE_MIN)
-        return LF._mean_valid(-logpt * base ** self.gammas.to(logpt)[safe], valid, logits)
 
     def state_metrics(self, class_names: Sequence[str]) -> dict[str, float]:
         return _per_class_metrics("gamma", self.gammas, class_names)

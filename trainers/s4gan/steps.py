@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainers.losses import SegLoss
+
 
 def upsample(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """Logits at output stride 8 -> crop size; bilinear with align_corners=True as the reference, before every loss."""
@@ -49,8 +51,10 @@ def discriminator_input(class_maps: Tensor, images_01: Tensor) -> Tensor:
     return torch.cat([class_maps, images_01.to(class_maps.dtype)], dim=1)
 
 
-def supervised_loss(criterion: nn.Module, logits: Tensor, target: Tensor) -> Tensor:
-    return criterion(logits, target)
+def supervised_loss(criterion: SegLoss, logits: Tensor, target: Tensor) -> Tensor:
+    """The registry loss on the labeled batch; an adaptive loss then updates its state from it (on the device, no
+    host sync), which the self-training term's pseudo-labels never do."""
+    return criterion(logits, target, observe=True)
 
 
 def feature_matching_loss(features_real: Tensor, features_fake: Tensor) -> Tensor:

@@ -199,9 +199,6 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
         logits_l = rt.generator(x_l)
     logits_sup = steps.upsample(logits_l.float(), y_l.shape[-2:])
     loss_sup = steps.supervised_loss(rt.criterion, logits_sup, y_l)
-    observe = getattr(rt.criterion, "observe", None)  # an adaptive loss updates its state on the device, no sync
-    if observe is not None:
-        observe(logits_sup.detach(), y_l)
     terms = {M.LOSS_SUP: loss_sup}
     if rt.discriminator is None:  # the supervised-only control
         _check_finite(terms, iteration)

@@ -249,6 +249,30 @@ def test_adaptive_state_survives_a_checkpoint_round_trip(name, options, kind):
     assert not torch.equal(fresh(*stream[-1]), loss(*stream[-1]))  # the state matters, so the test can fail
 
 
+@pytest.mark.parametrize(("name", "options", "kind"), ADAPTIVE)
+def test_forward_with_observe_equals_the_loss_then_observe(name, options, kind):
+    fused, separate = (SegLoss(name, options, ignore_index=IGNORE, num_classes=5) for _ in range(2))
+    for logits, target in missing_stream(12):
+        logits.requires_grad_(True)
+        loss = fused(logits, target, observe=True)
+        assert torch.equal(loss, separate(logits, target))  # the loss reads the state from before the update
+        separate.observe(logits, target)
+        loss.backward()  # the update kept nothing in the graph
+        assert all(torch.equal(a, b) for a, b in zip(fused.state_dict().values(), separate.state_dict().values(),
+                                                      strict=True))
+    names = [f"c{c}" for c in range(5)]
+    fresh = SegLoss(name, options, ignore_index=IGNORE, num_classes=5)
+    assert fused.state_metrics(names) != fresh.state_metrics(names)  # the state moved, so the test can fail
+
+
+def test_adaptive_focal_counts_a_pixel_whose_class_ties_for_the_top_as_predicted():
+    loss = SegLoss("adaptive_focal", {}, ignore_index=IGNORE, num_classes=3)
+    logits = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]]).T.reshape(1, 3, 1, 2)  # classes 0 and 1 tie
+    loss.observe(logits, torch.tensor([[[1, 2]]]))
+    accuracy = loss.stateful.accuracy / loss.stateful.presence
+    assert accuracy[1].item() == 1.0 and accuracy[2].item() == 0.0
+
+
 def test_forward_reads_the_state_and_does_not_change_it():
     loss = SegLoss("adaptive_weight_ce", {}, ignore_index=IGNORE, num_classes=5)
     logits, target = next(missing_stream(1))

@@ -40,6 +40,17 @@ def test_a_micro_trial_reports_every_metric_artifact_and_checkpoint(tmp_path):
     assert not list(tmp_path.rglob(".*tmp-*"))  # nothing half-written left behind
 
 
+def test_an_adaptive_loss_adapts_inside_train_and_logs_its_state(tmp_path):
+    rep = ListReporter()
+    cfg = micro(loss={"name": "adaptive_focal", "options": {"update_every": 1, "rho": 0.5}})
+    train(cfg, reporter=rep, workdir=tmp_path)
+    gammas = {name: rep.series(M.loss_state("gamma", name)) for name in CITYSCAPES.classes}
+    assert all([step for step, _ in g] == [2, 4, 6] for g in gammas.values())
+    moved = [name for name, g in gammas.items() if g[0][1] != 1.0 and g[-1][1] != g[0][1]]
+    assert moved  # the labeled batches reach the state at every step (update_every 1) ...
+    assert len(moved) < len(gammas)  # ... per class: classes absent from the labeled crops keep gamma 1
+
+
 def test_a_resumed_trial_continues_exactly_as_the_uninterrupted_one(tmp_path):
     cfg = micro()  # checkpoints at 3 and 6; both are kept
     whole = ListReporter()
