@@ -109,72 +109,59 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -
 
     Per class c: errors `e_i = |g_ic - p_ic|` over valid pixels sorted in decreasing order, loss_c = <e_sorted,
     grad_J(g_sorted)> with the Lovasz extension's `J_k = 1 - (G - cumsum(g)_k) / (G + cumsum(1 - g)_k)` and
-    grad_J its first differences. Equals `smp.losses.LovaszLoss('multiclass', ignore_index=...)`, value and
-    gradient; _LovaszSoftmax says how it gets there without autograd through the sort.
+    grad_J its first differences; the loss is the mean of loss_c over the present classes (0 when none is).
+    Equals `smp.losses.LovaszLoss('multiclass', ignore_index=...)`, value and gradient; _LovaszSoftmax says how it
+    gets there without autograd through the sort.
     """
     valid, safe = _valid(target, ignore_index)
-    per_class, present = _LovaszSoftmax.apply(_wide(logits), safe, valid)
-    # no `logits.sum() * 0.0`: per_class comes from logits, so the all-ignored zero stays in the graph as it is
-    return _mean_over_present(per_class, present)
+    # no `logits.sum() * 0.0`: the loss comes from logits, so the all-ignored zero stays in the graph as it is
+    return _LovaszSoftmax.apply(_wide(logits), safe, valid)
 
 
 class _LovaszSoftmax(torch.autograd.Function):
-    """(loss_c, class c present) of every class from logits, with a hand-written backward.
+    """The Lovasz-softmax loss from logits, with its gradient computed in the forward pass.
 
     The loss is linear in the errors once their order is fixed, so the sort and grad_J run without autograd, which
     would go through sort, gather and cumsum and keep them all: the gradient of loss_c is w_ic = grad_J at pixel
-    i's rank, times d|g - p|/dp = -1 at the class's own pixels and +1 elsewhere; with u_ic = that times
-    d(loss)/d(loss_c), d(loss)/d(z_ic) = p_ic (u_ic - sum_k p_ik u_ik), the softmax backward. The arithmetic of J
-    is the reference's (`lovasz_grad`), so the weights are the same numbers.
+    i's rank, times d|g - p|/dp = -1 at the class's own pixels and +1 elsewhere; with u_ic = that over the number
+    of present classes (0 for an absent class), d(loss)/d(z_ic) = p_ic (u_ic - sum_k p_ik u_ik), the softmax
+    backward. Everything in it but the upstream scalar is known in the forward pass, so it is computed there, in
+    the memory of the sort keys, and the probabilities are not kept; the backward only scales it. The arithmetic
+    of J is the reference's (`lovasz_grad`), so the weights are the same numbers.
 
-    All classes sort at once, one integer key per pixel and class (_error_keys): the error's float bits (a
-    non-negative float orders as its bits) times 2, plus the foreground bit, so the sorted keys give both the
-    sorted errors and g_sorted. Ignored pixels get the smallest key and sort last, where a present class's J no
-    longer changes (every foreground pixel is passed, J = 1): their weight is exactly 0 and the valid pixels' terms
-    are the reference's with ignored pixels removed, without removing them (boolean indexing waits on the device
-    for the count). Absent classes are left out of the mean, so their weights get a zero gradient.
-    One batched pass rather than a loop over classes: on CPU each torch op pays a thread barrier, which costs
-    milliseconds when other processes share the cores; and the [C, P] buffers are reused where they can be, as a
-    fresh one costs its page faults (bench/losses.py).
+    Sort keys (_error_keys): one integer per pixel and class, the error's float bits (a non-negative float orders
+    as its bits) times 2 plus the foreground bit, so the sorted keys give both the sorted errors and g_sorted.
+    Ignored pixels get the smallest key and sort last, where a present class's J no longer changes (every
+    foreground pixel is passed, J = 1): their weight is exactly 0 and the valid pixels' terms are the reference's
+    with ignored pixels removed, without removing them (boolean indexing waits on the device for the count).
+    On CPU each class is one row of numpy work on a thread (_lovasz_rows); elsewhere, and for float64, all classes
+    go through torch ops at once (_lovasz_batched).
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, safe: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(ctx, logits: Tensor, safe: Tensor, valid: Tensor) -> Tensor:  # type: ignore[override]
         with torch.autocast(logits.device.type, enabled=False):
             probs = F.log_softmax(logits, dim=1).exp_()
-            dtype, num_classes = probs.dtype, probs.shape[1]
-            key_sorted, order = _sort_classes(_error_keys(probs, safe, valid))
-            counts = key_sorted & 1  # g_sorted, then its cumsum
-            errors_sorted = key_sorted.bitwise_right_shift_(1).view(dtype)
-            # lovasz_grad: J = 1 - intersection / union, intersection = G - cumsum(g), union = intersection + k
-            intersection = counts.cumsum_(1).to(dtype)
-            total = intersection[:, -1:].clone()
-            steps = torch.arange(1, order.shape[1] + 1, dtype=dtype, device=probs.device)
-            torch.sub(total, intersection, out=intersection)
-            union = torch.add(intersection, steps, out=counts.view(dtype))  # counts' memory, no longer needed
-            jaccard = torch.addcdiv(probs.new_ones(()), intersection, union, value=-1, out=intersection)
-            grad = union  # reused: grad_J = J_k - J_(k-1)
-            grad[:, :1] = jaccard[:, :1]
-            torch.sub(jaccard[:, 1:], jaccard[:, :-1], out=grad[:, 1:])
-            per_class = errors_sorted.mul_(grad).sum(1)
-            weights = _scatter_rows(jaccard, order, grad)  # class-major [C, P]
-        present = total.view(num_classes) > 0
-        ctx.save_for_backward(probs, weights, safe)
-        ctx.mark_non_differentiable(present)
-        return per_class, present
+            keys = _error_keys(probs, safe, valid)
+            rows = _lovasz_rows if _rows_on_host(keys) else _lovasz_batched
+            per_class, foreground, weights = rows(keys, probs.dtype)
+            present = foreground > 0
+            count = present.sum()
+            loss = _mean_over_present(per_class, present)
+            if ctx.needs_input_grad[0]:
+                u = weights.mul_(present.view(1, -1, *[1] * (probs.dim() - 2)))  # absent classes: no gradient
+                at_target = safe.unsqueeze(1)  # d|g - p|/dp = -1 (an ignored pixel's weights are 0)
+                u.scatter_(1, at_target, u.gather(1, at_target).neg_())
+                grad = u.mul_(probs)  # p u, then p u - p sum_k p u_k
+                grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
+                ctx.save_for_backward(grad, count)
+        return loss
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_per_class: Tensor, _: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        probs, weights, safe = ctx.saved_tensors
-        n, c = probs.shape[:2]
-        with torch.autocast(probs.device.type, enabled=False):
-            grad = probs * grad_per_class.view(1, c, *[1] * (probs.dim() - 2))
-            grad.mul_(weights.view(c, n, *probs.shape[2:]).transpose(0, 1))
-            at_target = safe.unsqueeze(1)  # d|g - p|/dp = -1 (an ignored pixel's weights are 0)
-            grad.scatter_(1, at_target, grad.gather(1, at_target).neg_())
-            grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
-        return grad, None, None
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        grad, count = ctx.saved_tensors
+        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None
 
 
 def _error_keys(probs: Tensor, safe: Tensor, valid: Tensor) -> Tensor:
@@ -189,43 +176,91 @@ def _error_keys(probs: Tensor, safe: Tensor, valid: Tensor) -> Tensor:
     return torch.minimum(key, ceiling.unsqueeze(1), out=key)
 
 
-def _sort_classes(key: Tensor) -> tuple[Tensor, Tensor]:
-    """Each class's keys (dimension 1 of `key` [N, C, ...]) in decreasing order: (sorted keys, order), [C, P].
+def _rows_on_host(keys: Tensor) -> bool:
+    """Whether _lovasz_rows applies: CPU, 32-bit keys, a flat index of `keys` that fits in 32 bits."""
+    return (keys.device.type == "cpu" and keys.dtype == torch.int32 and keys.numel() < 2**32
+            and keys.is_contiguous() and sys.byteorder == "little")
 
-    On CPU, numpy's vectorised sort of 64-bit words (~key high, the position low), in place, is ~3x faster than
-    torch.sort's radix sort, which moves an int64 index array along; the sorted keys go back into `key`'s memory.
-    A 64-bit key (float64 errors) leaves no room for the position and uses torch.sort, as other devices do.
+
+def _lovasz_rows(keys: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss_c, G_c, grad_J weights) of every class from `keys` [N, C, ...] (int32, CPU); the weights are written
+    over the keys, in their [N, C, ...] layout, as `dtype`.
+
+    One class per step of a thread (numpy sorts and scans on one thread and releases the GIL; classes split over
+    torch's threads), in buffers reused from class to class. A class's keys and its flat positions in `keys` pack
+    into one int64 (~key high, position low) that numpy's vectorised sort orders in place, ~3x faster than
+    torch.sort's radix sort with its int64 index array; the scan runs on that one row (torch's cumsum, ~5x numpy's),
+    and the weights go back to the class's own positions, which its keys no longer need.
     """
-    rows = key.transpose(0, 1)
-    num_classes, size = rows.shape[0], rows[0].numel()
-    if key.device.type != "cpu" or key.dtype != torch.int32 or size > 2**31 or sys.byteorder != "little":
-        return rows.reshape(num_classes, -1).sort(dim=1, descending=True)
-    words = torch.empty((*rows.shape, 2), dtype=torch.int32)  # little endian: [..., 0] is the low half
-    words[..., 0] = torch.arange(size, dtype=torch.int32).view(rows.shape[1:])
-    torch.bitwise_not(rows, out=words[..., 1])  # decreasing key, increasing word
-    packed = words.view(torch.int64).view(num_classes, size)
-    _sort_rows(packed.numpy())
-    key_sorted = torch.bitwise_not(words.view(num_classes, size, 2)[..., 1], out=key.view(num_classes, size))
-    return key_sorted, packed.bitwise_and_(0xFFFFFFFF)
+    n, num_classes = keys.shape[:2]
+    m = keys[0, 0].numel()
+    size = n * m
+    flat = keys.view(n, num_classes, m).numpy()
+    weights = flat.view(np.float32)
+    # position of (image i, class c, pixel j) in `keys`: (i C + c) m + j, below 2**32 (_rows_on_host)
+    base = (np.arange(n, dtype=np.int64)[:, None] * (num_classes * m) + np.arange(m)).astype(np.uint32)
+    steps = np.arange(1, size + 1, dtype=np.float32)
+    result = np.zeros((num_classes, 2))  # loss_c, G_c
 
+    def classes(which: range) -> None:
+        packed = np.empty(size, np.int64)
+        words = packed.view(np.int32).reshape(n, m, 2)  # little endian: [..., 0] is the low half
+        key = np.empty(size, np.int32)
+        cumulative = np.empty(size, np.int32)
+        counts = torch.from_numpy(cumulative)
+        jaccard = np.empty(size, np.float32)
+        for c in which:
+            np.add(base, c * m, out=words[..., 0], casting="unsafe")  # the position, as uint32 bits
+            np.invert(flat[:, c], out=words[..., 1])  # decreasing key, increasing word
+            packed.sort()
+            np.invert(words.reshape(size, 2)[:, 1], out=key)
+            np.bitwise_and(key, 1, out=cumulative)  # g_sorted, then its cumsum (torch's: ~5x numpy's)
+            torch.cumsum(counts, 0, out=counts)
+            total = int(cumulative[-1])
+            if total == 0:  # absent: no loss, no gradient
+                weights[:, c] = 0.0
+                continue
+            errors = np.right_shift(key, 1, out=key).view(np.float32)
+            # lovasz_grad: J = 1 - intersection / union, intersection = G - cumsum(g), union = intersection + k
+            intersection = np.subtract(total, cumulative, out=jaccard, casting="unsafe")
+            union = np.add(intersection, steps, out=cumulative.view(np.float32))
+            np.divide(intersection, union, out=jaccard)
+            np.subtract(1, jaccard, out=jaccard)
+            grad = union  # reused: grad_J = J_k - J_(k-1)
+            grad[0] = jaccard[0]
+            np.subtract(jaccard[1:], jaccard[:-1], out=grad[1:])
+            result[c] = float(np.dot(errors, grad)), total
+            np.bitwise_and(packed, 0xFFFFFFFF, out=packed)
+            weights.reshape(-1)[packed] = grad
 
-def _scatter_rows(out: Tensor, order: Tensor, values: Tensor) -> Tensor:
-    """`out.scatter_(1, order, values)`: on CPU, numpy's assignment row by row is ~1.5x faster (random writes)."""
-    if out.device.type != "cpu":
-        return out.scatter_(1, order, values)
-    for row, index, value in zip(out.numpy(), order.numpy(), values.numpy(), strict=True):
-        row[index] = value
-    return out
-
-
-def _sort_rows(rows: np.ndarray) -> None:
-    """Sort each row in place. numpy sorts on one thread and releases the GIL: the rows split over torch's threads."""
-    workers = min(torch.get_num_threads(), len(rows))
-    if workers <= 1:
-        rows.sort(axis=1)
-        return
+    workers = min(torch.get_num_threads(), num_classes)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda part: part.sort(axis=1), np.array_split(rows, workers)))
+        list(pool.map(classes, [range(w, num_classes, workers) for w in range(workers)]))
+    per_class = torch.from_numpy(result[:, 0]).to(dtype)
+    return per_class, torch.from_numpy(result[:, 1]).long(), keys.view(dtype)
+
+
+def _lovasz_batched(keys: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """_lovasz_rows with torch ops on all classes at once ([C, P] buffers, one sort): for CUDA (no host round-trip)
+    and for float64 (whose 64-bit keys leave no room for a position). Weights as a [N, C, ...] view."""
+    n, num_classes = keys.shape[:2]
+    rows = keys.transpose(0, 1).reshape(num_classes, -1)
+    key_sorted, order = rows.sort(dim=1, descending=True)
+    counts = key_sorted & 1  # g_sorted, then its cumsum
+    errors_sorted = key_sorted.bitwise_right_shift_(1).view(dtype)
+    intersection = counts.cumsum_(1).to(dtype)
+    total = intersection[:, -1:].clone()
+    steps = torch.arange(1, order.shape[1] + 1, dtype=dtype, device=keys.device)
+    torch.sub(total, intersection, out=intersection)
+    union = intersection + steps
+    jaccard = torch.addcdiv(torch.ones((), dtype=dtype, device=keys.device), intersection, union, value=-1,
+                            out=intersection)
+    grad = union  # reused: grad_J = J_k - J_(k-1)
+    grad[:, :1] = jaccard[:, :1]
+    torch.sub(jaccard[:, 1:], jaccard[:, :-1], out=grad[:, 1:])
+    per_class = (errors_sorted * grad).sum(1)
+    weights = jaccard.scatter_(1, order, grad)
+    return per_class, total.view(num_classes), weights.view(num_classes, n, *keys.shape[2:]).transpose(0, 1)
 
 
 def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 255, thresh: float = 0.7,

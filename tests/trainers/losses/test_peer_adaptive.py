@@ -52,21 +52,39 @@ def test_lovasz_gradient_equals_smp(seed):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_lovasz_cpu_sort_orders_like_torch_sort(threads):
-    """The CPU path packs (key, position) into one int64 for numpy's sort (rows split over `threads`); ties may come
-    in another order."""
-    key = torch.randint(-50, 50, (2, 3, 500), dtype=torch.int32)  # [N, C, P / N]: one sort per class
-    key[0, 0, 0] = torch.iinfo(torch.int32).min  # an ignored pixel's key
-    rows = key.transpose(0, 1).reshape(3, -1)
+def test_lovasz_cpu_rows_equal_the_batched_torch_path(threads, monkeypatch):
+    """The CPU path (one class per numpy row on `threads` threads, weights written over the keys) against the torch
+    path that CUDA and float64 take, on float32 CPU: same loss and gradient; an absent class gives no gradient."""
+    logits, target = batch(2, shape=(3, 17, 23), classes=6, dtype=torch.float32)
+    logits.requires_grad_(True)
     torch.set_num_threads(threads)
     try:
-        key_sorted, order = LP._sort_classes(key.clone())
+        (rows_loss := LP.lovasz_softmax(logits, target, ignore_index=IGNORE)).backward()
     finally:
         torch.set_num_threads(1)  # the module's setting
-    assert order.dtype == torch.int64
-    assert torch.equal(key_sorted, rows.sort(dim=1, descending=True).values)
-    assert torch.equal(rows.gather(1, order), key_sorted)
-    assert torch.equal(order.sort(dim=1).values, torch.arange(1000).expand(3, -1))  # a permutation per class
+    rows_grad, logits.grad = logits.grad, None
+    monkeypatch.setattr(LP, "_rows_on_host", lambda keys: False)
+    (batched_loss := LP.lovasz_softmax(logits, target, ignore_index=IGNORE)).backward()
+    assert torch.allclose(rows_loss, batched_loss, rtol=1e-6)
+    assert torch.allclose(rows_grad, logits.grad, rtol=1e-5, atol=1e-9)
+    assert rows_grad.abs().sum() > 0 and (rows_grad[(target == IGNORE).unsqueeze(1).expand_as(rows_grad)] == 0).all()
+
+
+def test_lovasz_loss_and_gradient_scale_with_the_upstream_gradient():
+    """The gradient is computed in the forward pass; the backward only scales it by the upstream value."""
+    logits, target = batch(3, dtype=torch.float32)
+    logits.requires_grad_(True)
+    (once,) = torch.autograd.grad(LP.lovasz_softmax(logits, target, ignore_index=IGNORE), logits)
+    (thrice,) = torch.autograd.grad(3 * LP.lovasz_softmax(logits, target, ignore_index=IGNORE), logits)
+    assert torch.allclose(thrice, 3 * once)
+    loss = LP.lovasz_softmax(logits, target, ignore_index=IGNORE)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)  # a retained graph gives the same gradient twice
+    assert torch.equal(first, second)
+    all_ignored = torch.full_like(target, IGNORE)
+    zero = LP.lovasz_softmax(logits, all_ignored, ignore_index=IGNORE)
+    (grad,) = torch.autograd.grad(zero, logits)
+    assert zero.item() == 0.0 and not grad.any()
 
 
 @pytest.mark.parametrize(("alpha", "beta"), [(0.3, 0.7), (0.5, 0.5), (0.9, 0.1)])
