@@ -114,8 +114,9 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -
     gets there without autograd through the sort.
     """
     valid, safe = _valid(target, ignore_index)
-    # no `logits.sum() * 0.0`: the loss comes from logits, so the all-ignored zero stays in the graph as it is
-    return _LovaszSoftmax.apply(_wide(logits), safe, valid)
+    # no `logits.sum() * 0.0`: the loss comes from logits, so the all-ignored zero stays in the graph as it is;
+    # contiguous: channels_last logits would give channels_last keys, which the CPU rows cannot take
+    return _LovaszSoftmax.apply(_wide(logits).contiguous(), safe, valid)
 
 
 class _LovaszSoftmax(torch.autograd.Function):

@@ -70,6 +70,20 @@ def test_lovasz_cpu_rows_equal_the_batched_torch_path(threads, monkeypatch):
     assert rows_grad.abs().sum() > 0 and (rows_grad[(target == IGNORE).unsqueeze(1).expand_as(rows_grad)] == 0).all()
 
 
+def test_lovasz_channels_last_logits_take_the_cpu_rows(monkeypatch):
+    logits, target = batch(4, dtype=torch.float32)
+    logits.requires_grad_(True)
+    (expected,) = torch.autograd.grad(LP.lovasz_softmax(logits, target, ignore_index=IGNORE), logits)
+
+    def batched(*args):
+        raise AssertionError("the batched torch path ran on CPU float32")
+
+    monkeypatch.setattr(LP, "_lovasz_batched", batched)
+    last = logits.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    (grad,) = torch.autograd.grad(LP.lovasz_softmax(last, target, ignore_index=IGNORE), last)
+    assert torch.equal(grad, expected)
+
+
 def test_lovasz_loss_and_gradient_scale_with_the_upstream_gradient():
     """The gradient is computed in the forward pass; the backward only scales it by the upstream value."""
     logits, target = batch(3, dtype=torch.float32)
