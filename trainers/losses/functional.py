@@ -125,15 +125,48 @@ def focal_ovr(logits: Tensor, target: Tensor, *, ignore_index: int = 255, gamma:
     no clamp needed, finite gradients for every gamma >= 0.
     """
     valid, safe = _valid(target, ignore_index)
-    z = _wide(logits)
-    positive = _is_class(safe, z.shape[1])
-    margin = torch.where(positive, z, -z)
-    per_entry = -F.logsigmoid(margin)
-    if gamma != 0.0:
-        per_entry = per_entry * torch.exp(gamma * F.logsigmoid(-margin))
-    if alpha >= 0:
-        per_entry = per_entry * torch.where(positive, z.new_tensor(alpha), z.new_tensor(1.0 - alpha))
-    return _mean_valid(per_entry.sum(1), valid, logits)
+    return _FocalOvr.apply(_wide(logits).contiguous(), safe, valid, gamma, alpha)
+
+
+class _FocalOvr(torch.autograd.Function):
+    """focal_ovr's value and its gradient, both in the forward pass (the backward only scales the gradient).
+
+    Autograd through margin, two logsigmoids, exp and the alpha weights keeps ~7 full-size tensors and runs their
+    backward passes one by one (bench/losses.py: 5.7x CE's time); this uses four buffers. With ls = log p_t =
+    logsigmoid(m), lsn = log(1 - p_t) = ls - m and mod = exp(gamma lsn), an entry's loss is -a ls mod and
+    d(-ls mod)/dm = mod (gamma p_t ls - (1 - p_t)), with dm/dz = +1 at the pixel's class and -1 elsewhere. Ignored
+    pixels get mod = 0, which zeroes their loss and gradient alike. gradcheck in the tests checks the formula.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, safe: Tensor, valid: Tensor, gamma: float, alpha: float) -> Tensor:  # type: ignore[override]
+        with torch.autocast(z.device.type, enabled=False):
+            at = safe.unsqueeze(1)
+            margin = z.neg()
+            margin.scatter_(1, at, z.gather(1, at))
+            ls = F.logsigmoid(margin)
+            lsn = torch.sub(ls, margin, out=margin)  # logsigmoid(-m), in the margin's memory
+            mod = torch.where(valid.unsqueeze(1), lsn * gamma, -torch.inf).exp_()  # 0 at ignored pixels
+            positive = (ls.gather(1, at) * mod.gather(1, at)).sum()
+            total = torch.dot(ls.view(-1), mod.view(-1))  # every entry: sum of ls mod, one pass
+            # a = alpha at the positive, 1 - alpha at negatives (1 everywhere with alpha < 0)
+            weighted = total if alpha < 0 else (1 - alpha) * total + (2 * alpha - 1) * positive
+            count = valid.sum()
+            loss = (0.0 - weighted) / count.clamp_min(1)  # 0.0, not -0.0, when every pixel is ignored
+            if ctx.needs_input_grad[0]:
+                grad = ls.exp().mul_(ls).mul_(gamma).sub_(lsn.exp_()).mul_(mod)  # d(-ls mod)/dm
+                at_target = grad.gather(1, at)  # dm/dz = +1 here, -1 elsewhere, then the alpha weights
+                if alpha >= 0:
+                    at_target.mul_(alpha)
+                grad.mul_(-(1 - alpha) if alpha >= 0 else -1.0).scatter_(1, at, at_target)
+                ctx.save_for_backward(grad, count)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        grad, count = ctx.saved_tensors
+        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None, None, None
 
 
 class _SoftmaxStats(torch.autograd.Function):

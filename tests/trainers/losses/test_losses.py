@@ -107,6 +107,21 @@ def test_ovr_focal_equals_torchvision_sigmoid_focal_on_valid_pixels(gamma, alpha
     assert torch.allclose(ours, theirs / n_valid(target))
 
 
+@pytest.mark.parametrize(("gamma", "alpha"), [(2.0, 0.25), (0.5, 1.0), (0.0, 0.0), (3.0, -1.0)])
+def test_ovr_focal_gradient_passes_gradcheck_and_equals_torchvision(gamma, alpha):
+    """focal_ovr's gradient is written by hand (computed in the forward pass)."""
+    logits, target = batch(shape=(2, 5, 6), classes=5, scale=2.0)
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda z: LF.focal_ovr(z, target, ignore_index=IGNORE, gamma=gamma, alpha=alpha), (logits,))
+    onehot, valid = one_hot_valid(target, 5)
+    theirs = sigmoid_focal_loss(logits.permute(0, 2, 3, 1)[valid], onehot, alpha=alpha, gamma=gamma, reduction="sum")
+    (expected,) = torch.autograd.grad(theirs / n_valid(target), logits)
+    (ours,) = torch.autograd.grad(2 * LF.focal_ovr(logits, target, ignore_index=IGNORE, gamma=gamma, alpha=alpha),
+                                  logits)
+    assert torch.allclose(ours, 2 * expected)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dice_equals_smp_times_classes_over_present_classes(seed):
     logits, target = batch(seed=seed, shape=(2, 9, 11), classes=5, scale=2.0)
