@@ -42,11 +42,6 @@ def _valid(target: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
     return valid, torch.where(valid, target, torch.zeros_like(target))
 
 
-def _is_class(safe: Tensor, num_classes: int) -> Tensor:
-    """One-vs-rest targets as a bool [N, C, H, W] mask (1 byte per entry, not F.one_hot's int64)."""
-    return torch.arange(num_classes, device=safe.device).view(1, -1, 1, 1) == safe.unsqueeze(1)
-
-
 def _mean_valid(per_pixel: Tensor, valid: Tensor, logits: Tensor) -> Tensor:
     count = valid.sum()
     # where, not a product: a non-finite value at an ignored pixel cannot leak into the sum
@@ -280,12 +275,46 @@ def combo_paper(logits: Tensor, target: Tensor, *, ignore_index: int = 255, alph
     batch-level Dice over present classes. The loss is >= -(1 - alpha), reached by a perfect prediction.
     """
     valid, safe = _valid(target, ignore_index)
-    log_probs = _log_probs(logits)
-    num_classes = log_probs.shape[1]
-    # clip(p, eps, 1 - eps), in log space: ln p from the log-softmax, ln(1 - p) from the clipped p
-    log_p = log_probs.clamp(math.log(COMBO_CLIP), math.log1p(-COMBO_CLIP))
-    log_not_p = torch.log1p(-log_p.exp())
-    positive = _is_class(safe, num_classes)
-    bce = -torch.where(positive, beta * log_p, (1 - beta) * log_not_p).sum(1) / num_classes
+    bce = _ComboBce.apply(_wide(logits).contiguous(), safe, valid, beta)
     dice, present = _dice_per_class(*_softmax_stats(logits, safe, valid), safe, valid)
-    return alpha * _mean_valid(bce, valid, logits) - (1 - alpha) * _mean_over_present(dice, present)
+    return alpha * bce - (1 - alpha) * _mean_over_present(dice, present)
+
+
+class _ComboBce(torch.autograd.Function):
+    """combo_paper's one-vs-rest cross-entropy term, `-(1 / (N_v C)) sum [beta g ln p~ + (1 - beta)(1 - g) ln(1 - p~)]`
+    with p~ = clip(p, eps, 1 - eps) applied in log space, and its gradient, both in the forward pass.
+
+    Autograd through log-softmax, clamp, exp, log1p and a masked product keeps ~6 full-size tensors and runs their
+    backward passes one by one (bench/losses.py: combo_paper at 5x CE's time); this uses three buffers. With
+    G_ic = d(term)/d(ln p_ic): -beta at the pixel's class, (1 - beta) p~ / (1 - p~) elsewhere, 0 where the clip
+    holds (torch.clamp's rule: the gradient passes for lo <= ln p <= hi) or the pixel is ignored; then the
+    log-softmax backward d/dz_ic = G_ic - p_ic sum_k G_ik. gradcheck in the tests checks the formula.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, safe: Tensor, valid: Tensor, beta: float) -> Tensor:  # type: ignore[override]
+        with torch.autocast(z.device.type, enabled=False):
+            at, num_classes = safe.unsqueeze(1), z.shape[1]
+            lo, hi = math.log(COMBO_CLIP), math.log1p(-COMBO_CLIP)
+            log_p = F.log_softmax(z, dim=1)
+            clipped = log_p.clamp(lo, hi)
+            log_not_p = clipped.exp().neg_().log1p_()  # ln(1 - p~)
+            positive = clipped.gather(1, at).squeeze(1) * beta
+            negative = (log_not_p.sum(1) - log_not_p.gather(1, at).squeeze(1)) * (1 - beta)
+            count = valid.sum() * num_classes
+            loss = (0.0 - torch.where(valid, positive + negative, 0.0).sum()) / count.clamp_min(1)
+            if ctx.needs_input_grad[0]:
+                # (1 - beta) p~ / (1 - p~) = (1 - beta) exp(ln p~ - ln(1 - p~)), in ln(1 - p~)'s memory
+                grad = torch.sub(clipped, log_not_p, out=log_not_p).exp_().mul_(1 - beta)
+                grad.scatter_(1, at, torch.full_like(positive, -beta).unsqueeze(1))
+                grad.masked_fill_((log_p < lo) | (log_p > hi) | ~valid.unsqueeze(1), 0.0)
+                probs = log_p.exp_()
+                grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
+                ctx.save_for_backward(grad, count)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        grad, count = ctx.saved_tensors
+        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None, None

@@ -172,6 +172,19 @@ def test_combo_paper_is_the_papers_equation_not_the_keras_bracket_bug():
     assert not torch.allclose(ours, keras_bug, atol=1e-3)
 
 
+@pytest.mark.parametrize("beta", [0.7, 0.2])
+def test_combo_paper_gradient_passes_gradcheck_and_equals_the_formula_by_hand(beta):
+    """The cross-entropy term's gradient is written by hand (computed in the forward pass)."""
+    logits, target = batch(shape=(2, 5, 6), scale=2.0)
+    logits[0, 1, 0, 0] = 30.0  # p clipped at 1 - eps here and at eps in the other classes: no gradient through them
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: LF.combo_paper(z, target, alpha=0.4, beta=beta), (logits,))
+    by_hand = combo_paper_by_hand(logits, target, 0.4, beta, negative_weight=1 - beta)
+    (expected,) = torch.autograd.grad(by_hand, logits)
+    (ours,) = torch.autograd.grad(LF.combo_paper(logits, target, alpha=0.4, beta=beta), logits)
+    assert torch.allclose(ours, expected)
+
+
 def test_combo_paper_beta_punishes_false_negatives():
     # a pixel of class 0 predicted as class 1 is a false negative of class 0 (and a false positive of class 1)
     target = torch.zeros(1, 1, 1, dtype=torch.long)
