@@ -107,6 +107,19 @@ def focal(logits: Tensor, target: Tensor, *, ignore_index: int = 255, gamma: flo
     return _mean_valid(per_pixel, valid, logits)
 
 
+class _GradientInForward(torch.autograd.Function):
+    """A scalar loss whose forward pass also computes its gradient (a fused pass needs fewer full-size buffers than
+    autograd through the same ops) and saves it as `(grad, count)`, the gradient of `count` times the loss: the
+    backward only scales it. The logits come first; the other inputs (at most 4) get no gradient (autograd drops
+    the surplus Nones)."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        grad, count = ctx.saved_tensors
+        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None, None, None
+
+
 def focal_ovr(logits: Tensor, target: Tensor, *, ignore_index: int = 255, gamma: float = 2.0,
               alpha: float = 0.25) -> Tensor:
     """One-vs-rest *sigmoid* focal loss (RetinaNet form, arXiv:1708.02002 eq. 5), summed over classes, mean over
@@ -123,7 +136,7 @@ def focal_ovr(logits: Tensor, target: Tensor, *, ignore_index: int = 255, gamma:
     return _FocalOvr.apply(_wide(logits).contiguous(), safe, valid, gamma, alpha)
 
 
-class _FocalOvr(torch.autograd.Function):
+class _FocalOvr(_GradientInForward):
     """focal_ovr's value and its gradient, both in the forward pass (the backward only scales the gradient).
 
     Autograd through margin, two logsigmoids, exp and the alpha weights keeps ~7 full-size tensors and runs their
@@ -156,12 +169,6 @@ class _FocalOvr(torch.autograd.Function):
                 grad.mul_(-(1 - alpha) if alpha >= 0 else -1.0).scatter_(1, at, at_target)
                 ctx.save_for_backward(grad, count)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
-        grad, count = ctx.saved_tensors
-        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None, None, None
 
 
 class _SoftmaxStats(torch.autograd.Function):
@@ -280,7 +287,7 @@ def combo_paper(logits: Tensor, target: Tensor, *, ignore_index: int = 255, alph
     return alpha * bce - (1 - alpha) * _mean_over_present(dice, present)
 
 
-class _ComboBce(torch.autograd.Function):
+class _ComboBce(_GradientInForward):
     """combo_paper's one-vs-rest cross-entropy term, `-(1 / (N_v C)) sum [beta g ln p~ + (1 - beta)(1 - g) ln(1 - p~)]`
     with p~ = clip(p, eps, 1 - eps) applied in log space, and its gradient, both in the forward pass.
 
@@ -312,9 +319,3 @@ class _ComboBce(torch.autograd.Function):
                 grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
                 ctx.save_for_backward(grad, count)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        grad, count = ctx.saved_tensors
-        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None, None

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from trainers.losses.functional import (
+    _GradientInForward,
     _hits_per_class,
     _log_probs,
     _mean_over_present,
@@ -119,7 +119,7 @@ def lovasz_softmax(logits: Tensor, target: Tensor, *, ignore_index: int = 255) -
     return _LovaszSoftmax.apply(_wide(logits).contiguous(), safe, valid)
 
 
-class _LovaszSoftmax(torch.autograd.Function):
+class _LovaszSoftmax(_GradientInForward):
     """The Lovasz-softmax loss from logits, with its gradient computed in the forward pass.
 
     The loss is linear in the errors once their order is fixed, so the sort and grad_J run without autograd, which
@@ -157,12 +157,6 @@ class _LovaszSoftmax(torch.autograd.Function):
                 grad.addcmul_(probs, grad.sum(1, keepdim=True), value=-1)
                 ctx.save_for_backward(grad, count)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        grad, count = ctx.saved_tensors
-        return grad * (grad_loss / count.clamp_min(1)).to(grad.dtype), None, None
 
 
 def _error_keys(probs: Tensor, safe: Tensor, valid: Tensor) -> Tensor:
