@@ -8,11 +8,14 @@ predictions (fake) and one-hot ground truth (real), each concatenated with the m
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainers.losses import SegLoss
+if TYPE_CHECKING:  # an annotation only: the step functions take any loss module
+    from trainers.losses import SegLoss
 
 
 def upsample(logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
