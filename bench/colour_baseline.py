@@ -1,7 +1,7 @@
 """How much of the generated scenes can colour alone segment? A 1x1 convolution on RGB versus the majority class.
 
 Run: `python bench/colour_baseline.py [--data DIR] [--seed S] [--steps N]`. Without `--data` it generates the
-default set (48 train + 12 val, seed 0, 256x512) into a temporary directory.
+`tiny` preset's set (192 train + 48 val, seed 0, 256x512) into a temporary directory.
 
 The project requires the tiny s4GAN model to beat this per-pixel linear classifier by at least 15 mIoU points: if
 colour alone could segment the scenes, the benchmark would measure nothing about shape and context. The classifier
@@ -23,11 +23,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainers.data import IMAGENET_MEAN, IMAGENET_STD
+from trainers.data import IMAGENET_MEAN, IMAGENET_STD, synth_val_images
 from trainers.data.cityscapes import find_pairs, read_image, read_label
 from trainers.data.labels import CITYSCAPES
 from trainers.data.synth import generate
 from trainers.metrics import iou_from_confusion
+from trainers.presets import preset_dict
 
 EVAL_SIZE = (128, 256)  # half of the generated 256x512
 NUM_CLASSES, IGNORE = len(CITYSCAPES.classes), CITYSCAPES.ignore_index
@@ -124,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         root = args.data.expanduser().resolve() if args.data else Path(tmp)
         if args.data is None:
             start = time.perf_counter()
-            generate(root, n_train=48, n_val=12, seed=args.seed, size=(256, 512))
+            n_train = preset_dict("tiny")["dataset"]["synth_images"]
+            n_val = synth_val_images(n_train)  # as a trial generates it
+            generate(root, n_train=n_train, n_val=n_val, seed=args.seed, size=(256, 512))
             seconds = time.perf_counter() - start
-            print(f"generated 48 train + 12 val scenes (seed {args.seed}, 256x512) in {seconds:.1f} s")
+            print(f"generated {n_train} train + {n_val} val scenes (seed {args.seed}, 256x512) in {seconds:.1f} s")
         start = time.perf_counter()
         results = baselines(root, seed=args.seed, steps=args.steps)
         print(f"data {root}; evaluated at {EVAL_SIZE[0]}x{EVAL_SIZE[1]} in {time.perf_counter() - start:.1f} s\n")

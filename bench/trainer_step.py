@@ -14,7 +14,9 @@ Each configuration runs in its own process, so `peak` is that process's peak res
 optimiser state, activations and torch's runtime), not a rise that the allocator's reuse hides. Ratios are
 against `reference-like` and against `fp32`, measured in the same run.
 
-`tiny` preset (in this process): the whole step and its split:
+`tiny` preset (in this process), three lines: the preset before 2026-12-01 (width 32, D at 32 channels, contiguous
+layout: the baseline), the preset in the contiguous layout, and the preset (channels_last); each line's step time is
+also given as a ratio to the first. Each line shows the whole step and its split:
 - `step`: one whole `train_step` (G on labeled + unlabeled, feature matching, self-training, D update);
 - `G fwd+bwd`: the supervised part alone (one labeled batch through G, loss, backward);
 - `D passes`: the discriminator's three passes (the trainer shares D(ground truth) between feature matching and
@@ -98,14 +100,16 @@ def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
     h, w = cfg.dataset.crop_size
     b = cfg.schedule.batch_labeled
     step = timed(step_runner(cfg), repeat)
+    layout = torch.channels_last if rt.channels_last else torch.contiguous_format  # as train_step feeds G and D
     x, y = next(random_batches(b, (h, w), 4))
+    x = x.contiguous(memory_format=layout)
 
     def g_only() -> None:
         rt.opt_g.zero_grad()
         loss = rt.criterion(steps.upsample(rt.generator(x), (h, w)), y)
         loss.backward()
 
-    d_in = torch.rand(b, NUM_CLASSES + 3, h, w)
+    d_in = torch.rand(b, NUM_CLASSES + 3, h, w).contiguous(memory_format=layout)
 
     def d_only() -> None:
         assert rt.discriminator is not None
@@ -121,8 +125,26 @@ def bench_split(label: str, cfg: TrialConfig, repeat: int) -> dict[str, float]:
 
     row = {"step": step, "G fwd+bwd": timed(g_only, repeat), "D passes": timed(d_only, repeat),
            "ST select": timed(st_only, repeat)}
-    print(f"{label:<30} " + "  ".join(f"{k} {v:7.3f}s ({v / step:4.2f}x)" for k, v in row.items()), flush=True)
+    print(f"{label:<44} " + "  ".join(f"{k} {v:7.3f}s ({v / step:4.2f}x)" for k, v in row.items()), flush=True)
     return row
+
+
+TINY_LINES: dict[str, dict[str, object]] = {  # label -> overrides of the tiny preset; the first is the baseline
+    "tiny before 2026-12-01 (w32, D32, NCHW)": {"model": {"tiny_width": 32, "d_channels": 32},
+                                                "precision": {"channels_last": False}},
+    "tiny, contiguous layout": {"precision": {"channels_last": False}},
+    "tiny (the preset)": {},
+}
+
+
+def bench_tiny(repeat: int) -> None:
+    """The tiny preset's step and split, against its previous model and its contiguous layout, in this run."""
+    base = None
+    for label, overrides in TINY_LINES.items():
+        cfg = TrialConfig.from_dict({"preset": "tiny", "device": {"device": "cpu"}, **overrides})
+        row = bench_split(f"{label} {cfg.dataset.crop_size[0]}x{cfg.dataset.crop_size[1]}", cfg, repeat)
+        base = base or row["step"]
+        print(f"{'':<44} step {row['step'] / base:4.2f}x the first line", flush=True)
 
 
 def reference_like_step(rt: Runtime, data: TrainData, iteration: int) -> None:
@@ -219,8 +241,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
           f"{platform.processor() or platform.machine()}, flags: {cpu_flags()}")
-    tiny = TrialConfig.from_dict({"preset": "tiny", "device": {"device": "cpu"}})
-    bench_split(f"tiny {tiny.dataset.crop_size} b{tiny.schedule.batch_labeled}x3", tiny, max(5, args.repeat))
+    bench_tiny(max(5, args.repeat))
     if args.skip_paper:
         return
     lines = PAPER_LINES | (COMPILE_LINES if args.compile else {})

@@ -97,7 +97,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    n_val = args.n_val if args.n_val is not None else max(2, args.n // 4)
+    from trainers.data import synth_val_images
+
+    n_val = args.n_val if args.n_val is not None else synth_val_images(args.n)
     out = Path(args.out).resolve()
     if args.layout == "idd":  # sizes vary by design (trainers/data/synth_idd.py SIZES): --height/--width do not apply
         from trainers.data.synth_idd import generate as generate_idd

@@ -22,6 +22,7 @@ from orchestrator.spec import (
     shipped_spaces,
 )
 from trainers.losses import LOSSES
+from trainers.presets import preset_dict
 
 # DESIGN.md's sketch with generated data in place of IDD/Cityscapes, so every grid point validates here
 SKETCH: dict[str, Any] = {
@@ -40,6 +41,7 @@ SKETCH: dict[str, Any] = {
     "report": {"baseline": {"loss": "ce"}, "rows": "classes", "columns": "loss"},
 }
 ENV = {"DATA_ROOT": "/data/synth"}
+TINY_ITERATIONS = preset_dict("tiny")["schedule"]["iterations"]
 OPTUNA = {"optuna": {"num_samples": 12, "metric": "val/synth/miou", "mode": "max",
                      "space": {"loss.gamma": {"low": 0.5, "high": 5, "log": True}, "loss.lambda": {"choices": [1, 2]}}}}
 
@@ -124,7 +126,8 @@ def test_describe_smoke() -> None:
     assert lines[0] == "6 trials"
     rows = {line.split("|")[0].strip(): line.split("|")[1].strip() for line in lines if "|" in line}
     assert rows["loss.name"] == "ce, focal, combo" and rows["seed"] == "0, 1"
-    assert "0.1 CPU-hours" in text  # 6 x 300 iterations x 0.2 s = 360 s
+    expected = f"x {TINY_ITERATIONS} iterations x 0.2 s (tiny) per iteration = {6 * TINY_ITERATIONS * 0.2 / 3600:.3g}"
+    assert expected + " CPU-hours" in text
     assert "resources per trial: 1 CPU, 0 GPU" in text and "wall time here" in text
 
 
@@ -222,8 +225,8 @@ REFUSALS = [  # (id, change, what the message must contain: key path and value)
         k: v for k, v in OPTUNA["optuna"].items() if k != "metric"}})), ["search.optuna.metric: required"]),
     ("unknown optuna key", lambda d: (d["grid"].pop("loss"), d.update(search={"optuna": {
         **OPTUNA["optuna"], "samples": 3}})), ["search.optuna.samples: unknown key", "num_samples"]),
-    ("asha grace too long", _edit("scheduler", {"asha": {"grace_iters": 300}}),
-     ["scheduler.asha.grace_iters", "< schedule.iterations (300)", "300"]),
+    ("asha grace too long", _edit("scheduler", {"asha": {"grace_iters": TINY_ITERATIONS}}),
+     ["scheduler.asha.grace_iters", f"< schedule.iterations ({TINY_ITERATIONS})", str(TINY_ITERATIONS)]),
     ("asha reduction factor", _edit("scheduler", {"asha": {"grace_iters": 10, "reduction_factor": 1}}),
      ["scheduler.asha.reduction_factor", "> 1", "1"]),
     ("cpu device with a gpu", _edit("base/device", {"device": "cpu"}), ["base.device.device", "idle", "'cpu'"]),

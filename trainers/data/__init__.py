@@ -110,6 +110,11 @@ def s4sweep_home() -> Path:
     return Path(os.environ.get("S4SWEEP_HOME") or "runs").expanduser().resolve()
 
 
+def synth_val_images(n_train: int) -> int:
+    """Validation scenes generated beside `n_train` training ones: a quarter, at least 2."""
+    return max(2, n_train // 4)
+
+
 def synth_root(n_train: int, home: Path | None = None, *, name: str = "synth") -> Path:
     """Generated data is shared by every trial that asks for the same size (it is fixed: seed 0)."""
     return (home or s4sweep_home()) / "data" / f"{name}-{n_train}"
@@ -126,11 +131,11 @@ def resolve_root(name: str, root: str | None, *, synth_images: int, home: Path |
         if info.layout == "idd":
             from trainers.data.synth_idd import generate as generate_idd
 
-            generate_idd(out, n_train=synth_images, n_val=max(2, synth_images // 4), seed=0)
+            generate_idd(out, n_train=synth_images, n_val=synth_val_images(synth_images), seed=0)
             return out
         from trainers.data.synth import generate
 
-        generate(out, n_train=synth_images, n_val=max(2, synth_images // 4), seed=0)
+        generate(out, n_train=synth_images, n_val=synth_val_images(synth_images), seed=0)
         return out
     path = Path(root).expanduser().resolve()
     if not path.is_dir():

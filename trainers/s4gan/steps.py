@@ -42,12 +42,26 @@ def minmax_normalise(images: Tensor, *, per_image: bool = False, range_of: Tenso
     return (images - images.min()) / (ref.max() - ref.min()).clamp_min(1e-8)
 
 
-def one_hot_with_ignore(target: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+def one_hot_with_ignore(target: Tensor, num_classes: int, ignore_index: int, *,
+                        memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
     """[N, H, W] labels -> [N, C, H, W] float one-hot; ignored pixels are all-zero vectors."""
     valid = target != ignore_index
     # one scatter into a zero [N, C, H, W] buffer: F.one_hot builds an int64 [N, H, W, C] first
     onehot = torch.zeros(target.shape[0], num_classes, *target.shape[1:], device=target.device)
+    onehot = onehot.contiguous(memory_format=memory_format)
     return onehot.scatter_(1, torch.where(valid, target, 0).unsqueeze(1), valid.unsqueeze(1).float())
+
+
+def class_softmax(logits: Tensor) -> Tensor:
+    """softmax over the class dimension, in the layout the logits come in.
+
+    `torch.softmax(dim=1)` of a channels_last tensor returns a contiguous (NCHW) one, so with channels_last the
+    discriminator's input would be converted back at each of its passes (2-4 ms each for [2, 22, 128, 256] on a CPU
+    core). The softmax over the last dimension of the NHWC view is the same numbers and stays channels_last.
+    """
+    if logits.dim() == 4 and not logits.is_contiguous() and logits.is_contiguous(memory_format=torch.channels_last):
+        return torch.softmax(logits.permute(0, 2, 3, 1), dim=-1).permute(0, 3, 1, 2)
+    return torch.softmax(logits, dim=1)
 
 
 def discriminator_input(class_maps: Tensor, images_01: Tensor) -> Tensor:

@@ -215,12 +215,14 @@ def train_step(rt: Runtime, data: TrainData, iteration: int) -> dict[str, Tensor
     with rt.autocast():
         logits_u = rt.generator(x_u)
     logits_u = steps.upsample(logits_u.float(), x_u.shape[-2:])
-    probs_u = torch.softmax(logits_u, dim=1)  # fp32: D's class channels are probabilities, kept exact
+    probs_u = steps.class_softmax(logits_u)  # fp32: D's class channels are probabilities, kept exact
     per_image = s.d_input_norm == "per_image"
     fake_input = steps.discriminator_input(probs_u, steps.minmax_normalise(x_u, per_image=per_image))
     real_norm = steps.minmax_normalise(x_gt, per_image=per_image,
                                        range_of=x_l if s.gt_norm_bug and not per_image else None)
-    real_input = steps.discriminator_input(steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index), real_norm)
+    layout = torch.channels_last if rt.channels_last else torch.contiguous_format  # D's input as D's weights
+    real_input = steps.discriminator_input(
+        steps.one_hot_with_ignore(y_gt, rt.num_classes, rt.ignore_index, memory_format=layout), real_norm)
     # Three D passes, not the reference's four: D(ground truth) does not depend on G and D does not change before
     # its own update, so one pass serves both feature matching (detached: G's loss sends nothing into D, as the
     # reference's requires_grad=False) and D's real term. The one difference: both uses see one dropout mask.

@@ -8,6 +8,7 @@ from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data.pipeline import train_data
 from trainers.s4gan import train as train_module
+from trainers.s4gan.discriminator import Discriminator
 from trainers.s4gan.train import build_runtime, resolve_precision, train_step
 
 
@@ -47,6 +48,25 @@ def test_a_bf16_step_matches_fp32(channels_last):
     cosine = torch.nn.functional.cosine_similarity(delta, ref_delta, dim=0).item()
     assert cosine > 0.98, cosine
     assert delta.norm().item() == pytest.approx(ref_delta.norm().item(), rel=5e-2)
+
+
+def test_a_channels_last_step_matches_the_contiguous_one_and_feeds_d_channels_last(monkeypatch):
+    """channels_last changes memory layout only: same fp32 step up to summation order; D's inputs are built
+    channels_last (no layout conversion at each of its three passes)."""
+    layouts = []
+    original = Discriminator.forward
+
+    def spy(self, x):
+        layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        return original(self, x)
+
+    ref_terms, ref_delta, _ = one_step("fp32", channels_last=False)
+    monkeypatch.setattr(Discriminator, "forward", spy)
+    terms, delta, info = one_step("fp32", channels_last=True)
+    assert info["channels_last"] is True and layouts == [True, True, True]
+    for key in (M.LOSS_SUP, M.LOSS_FM, M.LOSS_D):
+        assert terms[key].item() == pytest.approx(ref_terms[key].item(), rel=1e-5), key
+    assert torch.allclose(delta, ref_delta, rtol=1e-3, atol=1e-7)
 
 
 def test_auto_precision_is_explicit_about_what_it_picked():

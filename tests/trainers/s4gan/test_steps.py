@@ -49,6 +49,17 @@ def test_one_hot_with_ignore_zeroes_ignored_pixels():
     assert oh.shape == (1, 3, 2, 2)
     assert oh[0, :, 1, 0].sum() == 0
     assert oh[0, 2, 0, 1] == 1 and oh.sum() == 3
+    last = steps.one_hot_with_ignore(y, 3, IGNORE, memory_format=torch.channels_last)
+    assert torch.equal(last, oh) and last.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_class_softmax_is_softmax_over_classes_in_the_logits_layout(memory_format):
+    logits = torch.randn(2, 5, 4, 6, dtype=torch.float64).contiguous(memory_format=memory_format)
+    probs = steps.class_softmax(logits.requires_grad_(True))
+    assert torch.allclose(probs, torch.softmax(logits.detach(), dim=1), rtol=0, atol=1e-15)
+    assert probs.is_contiguous(memory_format=memory_format)  # no conversion for D's input to undo
+    assert torch.autograd.gradcheck(steps.class_softmax, (logits[:1, :, :2, :3].detach().requires_grad_(True),))
 
 
 def test_feature_matching_is_zero_for_identical_batch_means_and_l1_otherwise():
