@@ -19,12 +19,12 @@ from orchestrator.spec.model import (
 from trainers.config import TrialConfig
 
 # Seconds per training iteration of one trial on one CPU thread (torch.set_num_threads(1)) on this project's
-# 2-core machine, 2026-11-25: micro 0.023 s (the train_step loop of bench/trainer_step.py); tiny 0.29 s (a whole
-# trial's wall time over its 300 iterations, evaluation and start-up included: 85-87 s per trial in `make demo`,
-# two at a time). The paper model on CPU is the reference's 10.3 s at batch 2+2+2 and
+# 2-core machine: micro 0.023 s (2026-11-25, the train_step loop of bench/trainer_step.py); tiny 0.14 s (2026-12-01,
+# a whole trial's wall time over its 600 iterations, evaluation and start-up included: 80-88 s per trial in
+# `make demo`, two at a time). The paper model on CPU is the reference's 10.3 s at batch 2+2+2 and
 # 256x512 (issue notes), so about 40 s at the preset's batch 8; no GPU figure yet: GPU sweeps fall back to it.
 SECONDS_PER_ITER: dict[str, dict[str, float]] = {
-    "cpu": {"tiny": 0.29, "micro": 0.023, "paper": 41.2},
+    "cpu": {"tiny": 0.14, "micro": 0.023, "paper": 41.2},
     "gpu": {},
 }
 
