@@ -29,9 +29,10 @@ _PAPER: dict[str, Any] = {
 #   mIoU 28 -> 40) but validation stayed at 19.1; with 192 images (96 labeled) the same run reaches 24.2.
 # - the classifier at the backbone's lr instead of the reference's 10x: 20.9 / 20.5 against 19.3 / 19.7 (seeds 0, 1;
 #   supervised-only, 192 images, 300 iterations).
-# - width 16 learns as much per iteration as 32 (19.7 against 19.3, supervised-only). Width 16 with D at 16 channels
-#   takes the step to 0.65x, and channels_last with D's input built channels_last (steps.class_softmax) to 0.54x
-#   (0.074 against 0.136 s at 2 threads, bench/trainer_step.py). So 600 iterations cost about what 300 did: 23.2 +-
+# - width 16 learns less per iteration than 32 (19.7 against 20.9 at 300 supervised iterations, classifier at 1x) but
+#   catches up with more of them (24.7 at 900). Width 16 with D at 16 channels takes the step to 0.65x, and
+#   channels_last with D's input built channels_last (steps.class_softmax) to 0.54x (0.074 against 0.136 s at 2
+#   threads, bench/trainer_step.py). So 600 iterations cost about what 300 did: 23.2 +-
 #   0.7 (22.5, 23.6, 23.6) with a max self-training acceptance of 0.15-0.17 (bench/tiny_quality.py, 56-59 s per
 #   trial at 2 threads).
 # - no better (300 iterations unless noted): Adam (17.2, 16.6 with He init), He init with SGD at lr 0.01 / 0.03 (15.5,
