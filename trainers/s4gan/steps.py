@@ -47,8 +47,8 @@ def one_hot_with_ignore(target: Tensor, num_classes: int, ignore_index: int, *,
     """[N, H, W] labels -> [N, C, H, W] float one-hot; ignored pixels are all-zero vectors."""
     valid = target != ignore_index
     # one scatter into a zero [N, C, H, W] buffer: F.one_hot builds an int64 [N, H, W, C] first
-    onehot = torch.zeros(target.shape[0], num_classes, *target.shape[1:], device=target.device)
-    onehot = onehot.contiguous(memory_format=memory_format)
+    onehot = torch.empty(target.shape[0], num_classes, *target.shape[1:], device=target.device,
+                         memory_format=memory_format).zero_()
     return onehot.scatter_(1, torch.where(valid, target, 0).unsqueeze(1), valid.unsqueeze(1).float())
 
 
