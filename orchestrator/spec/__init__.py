@@ -12,11 +12,11 @@ in it, the broken rule and the value (`x.yaml: grid.loss[1].lambda[0]: ... must 
     model.py     SweepSpec and its parts (Resources, GridAxis, searches, schedulers)
     points.py    grid points -> TrialConfigs; errors moved to the file's key path; apply_params
     names.py     readable trial names (`focal-g2-l1-s0`)
-    describe.py  the --dry-run text and compute estimate
+    describe.py  the --dry-run text: warnings, evaluation sets, compute estimate per device kind
     rules.py     SpecError and the shared checks
 """
 
-from orchestrator.spec.describe import SECONDS_PER_ITER, describe
+from orchestrator.spec.describe import SECONDS_PER_ITER, describe, weight_warnings
 from orchestrator.spec.files import resolve_spec_path, shipped_spaces
 from orchestrator.spec.model import (
     ASHAScheduler,
@@ -47,4 +47,5 @@ __all__ = [
     "parse_spec",
     "resolve_spec_path",
     "shipped_spaces",
+    "weight_warnings",
 ]

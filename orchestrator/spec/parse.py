@@ -195,10 +195,13 @@ def _parse_scheduler(raw: object, search: GridSearch | OptunaSearch, eval_keys: 
 
 
 def _parse_report(raw: object) -> FrozenDict:
-    report = check_keys("report", raw or {}, ("baseline", "rows", "columns"))
+    report = check_keys("report", raw or {}, ("baseline", "rows", "columns", "rare_share"))
     if not isinstance(report.get("baseline", {}), Mapping):
         fail("report.baseline", "must map params to values, e.g. {loss: ce}", report["baseline"])
     for key in ("rows", "columns"):
         if not isinstance(report.get(key, ""), str):
             fail(f"report.{key}", "must be a string", report[key])
+    if "rare_share" in report and not 0 < number("report.rare_share", report["rare_share"]) < 1:
+        fail("report.rare_share", "must be a fraction of the labeled pixels in (0, 1), e.g. 0.01",
+             report["rare_share"])
     return freeze(report)

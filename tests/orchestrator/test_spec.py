@@ -117,7 +117,8 @@ def test_smoke_ships_six_named_trials() -> None:
 
 @pytest.mark.parametrize("path", shipped_spaces(), ids=lambda p: p.name)
 def test_every_shipped_space_loads(path: Path) -> None:
-    assert load_spec(path, env={"CITYSCAPES_ROOT": "/data/cityscapes", "IDD_ROOT": "/data/idd"}).trials()
+    assert load_spec(path, env={"CITYSCAPES_ROOT": "/data/cityscapes", "IDD_ROOT": "/data/idd",
+                                "RESNET101_IMAGENET": "/weights/resnet101-5d3b4d8f.pth"}).trials()
 
 
 def test_describe_smoke() -> None:
@@ -169,7 +170,10 @@ REFUSALS = [  # (id, change, what the message must contain: key path and value)
     ("unknown base key", _edit("base/labeled_ratio", 0.1), ["base.labeled_ratio: unknown key", "dataset"]),
     ("unknown nested key", _edit("base/dataset/nmae", 1), ["base.dataset", "nmae", "valid keys are name"]),
     ("unknown resources key", _edit("resources/gpus", 1), ["resources.gpus: unknown key", "cpu, gpu"]),
-    ("unknown report key", _edit("report/colums", "loss"), ["report.colums: unknown key", "columns"]),
+    ("unknown report key", _edit("report/colums", "loss"), ["report.colums: unknown key", "columns, rare_share"]),
+    ("rare share above 1", _edit("report/rare_share", 1.5), ["report.rare_share", "(0, 1)", "but got 1.5"]),
+    ("rare share not a number", _edit("report/rare_share", "1%"), ["report.rare_share", "expected a number",
+                                                                   "'1%'"]),
     ("wrong type cpu", _edit("resources/cpu", "two"), ["resources.cpu", "expected a number", "'two'"]),
     ("wrong type split_seed", _edit("base/split_seed", "0"), ["base.split_seed", "expected an integer", "'0'"]),
     ("base loss option", lambda d: (d["grid"].pop("loss"), d["base"].update(loss={"name": "focal", "lambda": 0.5})),
@@ -285,7 +289,8 @@ def test_optuna_keeps_seeds_and_describes_a_budget() -> None:
     assert spec.trial_names() == ["focal-s0", "focal-s1"]
     text = describe(spec)
     assert text.splitlines()[0] == "12 trials (Optuna TPE budget)"
-    assert "loss.gamma" in text and "log scale" in text and "GPU-hours" in text and "max_gpu_hours 2" in text
+    assert "loss.gamma" in text and "log scale" in text and "max_gpu_hours 2" in text
+    assert "compute on GPU: no GPU figure measured for preset tiny" in text  # never CPU seconds as GPU-hours
     sampled = apply_params(spec.trials()[1], {"loss.gamma": 3.5, "loss.lambda": 2})
     assert sampled.loss.options == {"gamma": 3.5, "lambda": 2.0} and sampled.seed == 1
 

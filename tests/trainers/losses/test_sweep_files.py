@@ -17,9 +17,11 @@ def test_focal_gamma_lambda_is_eight_focal_trials_on_generated_data():
 
 
 def test_paper_table3_is_ce_focal_combo_on_cityscapes_with_three_seeds(tmp_path):
-    spec = load_spec(SPACES / "paper_table3_cityscapes.yaml", env={"CITYSCAPES_ROOT": str(tmp_path)})
+    spec = load_spec(SPACES / "paper_table3_cityscapes.yaml",
+                     env={"CITYSCAPES_ROOT": str(tmp_path), "RESNET101_IMAGENET": "/w/resnet101-5d3b4d8f.pth"})
     trials = spec.trials()
-    assert spec.trial_names() == [f"{loss}-s{s}" for loss in ("ce", "focal-g2", "combo-a0.5") for s in (0, 1, 2)]
+    assert spec.trial_names() == [f"{loss}-s{s}" for loss in ("ce", "focal-g2-l2", "focal-g2-l1", "combo-a0.5")
+                                  for s in (0, 1, 2)]
     assert {(t.preset, t.dataset.name, t.dataset.root, t.dataset.labeled_ratio) for t in trials} == {
         ("paper", "cityscapes", str(tmp_path), 0.125)}
     assert {e.name for t in trials for e in t.eval} == {"cityscapes"}
