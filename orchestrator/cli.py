@@ -35,12 +35,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.spec import describe, load_spec, resolve_spec_path
+    from orchestrator.spec import describe, load_spec, resolve_spec_path, weight_warnings
 
     spec = load_spec(resolve_spec_path(args.spec))
     if args.dry_run:
         print(describe(spec))
         return 0
+    for line in weight_warnings(spec.trials()):  # the dry run prints them; a real launch logs them before it starts
+        log.warning(line.removeprefix("WARNING: "))
     from orchestrator.sweep import launch
 
     outcome = launch(spec, storage=args.storage, run_name=args.run_name, resume=args.resume,
@@ -185,18 +187,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator import regress, report, results
 
     tolerances = _tolerances(args.tolerance)
-    run = results.find_run(_sweep_name(args.sweep), args.run, tracking_uri=args.tracking_uri, storage=args.storage)
-    out = results.output_dir(run, "report", args.out)
+    runs = _report_runs(args)
+    if len(runs) > 1 and args.emit_baseline:
+        raise UsageError(f"--emit-baseline takes one run (a baseline pins one sweep run), but got {len(runs)}: "
+                         f"{', '.join(r.run_id for r in runs)}")
+    combined = "" if len(runs) == 1 else "report-" + "+".join(r.run_id for r in runs)
+    out = results.output_dir(runs[0], combined or "report", args.out)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
     with tempfile.TemporaryDirectory(prefix="s4sweep-report-") as cache:
-        res = results.collect(run, cache=Path(cache))
+        collected = [results.collect(run, cache=Path(cache) / run.run_id) for run in runs]
         try:
-            built = report.build(res, report.options_for(res, axis=args.columns, small_objects=args.small_objects))
-            report.write(built, res, out, [f.strip() for f in args.format.split(",") if f.strip()])
+            options = [report.options_for(res, axis=args.columns, small_objects=args.small_objects)
+                       for res in collected]
+            built, res = (report.build(collected[0], options[0]), collected[0]) if len(runs) == 1 else \
+                report.combine(collected, options)
+            report.write(built, res, out, formats)
         except ValueError as e:  # an unknown --columns axis or --format
             raise UsageError(str(e)) from None
-    report.publish(run, out, "report")
+    for run in runs:
+        report.publish(run, out, combined or "report")
     print(report.to_markdown(built))
-    print(f"report of run {run.run_id}: {out} (also on MLflow parent run {run.parent_run_id}, under report/)")
+    print(f"report of run {', '.join(r.run_id for r in runs)}: {out} (also on the MLflow parent run of each, under "
+          f"{combined or 'report'}/)")
     if args.emit_baseline:
         try:
             regress.emit_baseline(res, built, Path(args.emit_baseline).resolve(), tolerances=tolerances)
@@ -204,6 +216,26 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         print(f"baseline written: {Path(args.emit_baseline).resolve()}")
     return 0
+
+
+def _report_runs(args: argparse.Namespace) -> list:
+    """The runs a report covers: the latest ended run of each sweep; or one --run per sweep; or one sweep and any
+    number of its runs; or runs by id alone."""
+    from orchestrator import results
+
+    sweeps, ids = [_sweep_name(s) for s in args.sweep], args.run or []
+    if not ids:
+        pairs: list[tuple[str | None, str | None]] = [(s, None) for s in sweeps]
+    elif len(sweeps) == len(ids):
+        pairs = list(zip(sweeps, ids, strict=True))
+    elif len(sweeps) <= 1:
+        pairs = [(sweeps[0] if sweeps else None, run) for run in ids]
+    else:
+        raise UsageError(f"give one --run per sweep, one sweep and any number of its runs, or --run alone; but got "
+                         f"{len(sweeps)} sweeps and {len(ids)} --run")
+    if not pairs:
+        raise UsageError("name a sweep (s4sweep report SWEEP [SWEEP ...]) or a run (--run RUN)")
+    return [results.find_run(s, r, tracking_uri=args.tracking_uri, storage=args.storage) for s, r in pairs]
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
@@ -347,9 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trigger", default="manual", help="recorded on the run, e.g. nightly")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
 
-    p = sub.add_parser("report", help="per-class tables, statistics, pictures and cost of a sweep run")
-    p.add_argument("sweep", help="the sweep's name")
-    p.add_argument("--run", help="a run id (default: the latest finished or failed run of the sweep)")
+    p = sub.add_parser("report", help="per-class tables, statistics, pictures and cost of one or several sweep runs")
+    p.add_argument("sweep", nargs="*", help="sweep names or files; several: one table per shared evaluation set "
+                                            "with every run's columns")
+    p.add_argument("--run", action="append", help="a run id (default: the latest finished or failed run of each "
+                                                  "sweep); repeat it for several runs")
     p.add_argument("--format", default="md,csv,html,png", help="comma-separated: md, csv, html, png (default all)")
     p.add_argument("--out", help="output folder (default: <run directory>/report)")
     p.add_argument("--columns", metavar="AXIS", help="column axis: variant (default) or a varied param, e.g. seed")

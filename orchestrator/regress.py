@@ -8,8 +8,9 @@ each regression marked "new" or "persisting" against the previous run of the swe
 
 Exit status, always after verdict.md / verdict.html / verdict.json are written and logged on the parent run (and
 the optional webhook got the JSON): 0 pass, 1 regression, 2 unusable inputs (a baseline cell without its trials,
-or an identity mismatch: another sweep file, other data, another precision). git sha and library versions are
-shown, not enforced: a new commit or library is what a nightly run is there to judge.
+a number the baseline holds that the run lacks in any of the cell's trials, e.g. a vanished class row or a renamed
+metric, or an identity mismatch: another sweep file, other data, another precision). git sha and library versions
+are shown, not enforced: a new commit or library is what a nightly run is there to judge.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def emit_baseline(res: R.SweepResults, report: RP.Report, path: Path, *,
     trials = RP.Trials.of(res.table, report.tables[0].axis if report.tables else "variant")
     cells = []
     for ct in report.tables:
-        classes = ct.rows[: len(ct.rows) - len(RP.SUMMARY_ROWS)]
+        classes = ct.classes  # the rare-classes row is not pinned: each class's IoU is, at iou_abs
         for k, col in enumerate(ct.columns):
             member = (trials.label == col) & (trials.status == R.FINISHED)
             wall = trials.wall_s[member]
@@ -193,6 +194,7 @@ def _checks(res: R.SweepResults, baseline: Mapping[str, Any]) -> tuple[list[Chec
     tables = {(ct.train, ct.eval): ct for ct in report.tables}
     checks: list[Check] = []
     problems: list[str] = []
+    gaps: list[str] = []  # `cell metric (n of m trials lack it)`: a number the run does not have
     for cell in baseline.get("cells", []):
         name = f"{cell['column']} @ {cell['train']}→{cell['eval']}"
         ct = tables.get((cell["train"], cell["eval"]))
@@ -208,14 +210,22 @@ def _checks(res: R.SweepResults, baseline: Mapping[str, Any]) -> tuple[list[Chec
         for metric, (row, stat, absolute) in rows.items():
             if stat.get("mean") is None:
                 continue  # no baseline value (no finished trial had it): nothing to hold the run to
-            current = None if k is None or row not in ct.rows else float(ct.mean[ct.rows.index(row), k])
+            have = 0 if k is None or row not in ct.rows else int(ct.counts[ct.rows.index(row), k])
+            # every trial must have it: the mean of the others would pass off one seed as the cell
+            current = float(ct.mean[ct.rows.index(row), k]) if k is not None and have == ct.trials[k] else None
+            if k is not None and current is None:
+                gaps.append(f"{name} {metric} ({ct.trials[k] - have} of {ct.trials[k]} trials lack it)")
             width = max(absolute, tol["seed_std_k"] * (stat.get("std") or 0.0))
             checks.append(_check(name, metric, stat, current, width, higher_is_better=True))
         wall = trials.wall_s[member]
-        current_wall = float(np.nanmean(wall)) if wall.size and not np.isnan(wall).all() else None
+        current_wall = float(wall.mean()) if wall.size and not np.isnan(wall).any() else None
         if cell.get("wall_s", {}).get("mean") is not None:
+            if k is not None and current_wall is None:
+                gaps.append(f"{name} wall_s ({int(np.isnan(wall).sum())} of {wall.size} trials lack it)")
             checks.append(_check(name, "wall_s", cell["wall_s"], current_wall, tol["wall_rel"],
                                  higher_is_better=False))
+    if gaps:
+        problems.append(f"missing numbers: {'; '.join(gaps)}")
     return checks, problems
 
 

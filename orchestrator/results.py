@@ -89,21 +89,26 @@ def variant_of(trial_name: str) -> str:
 # --- which run ---------------------------------------------------------------------------------------------------
 
 
-def find_run(sweep: str, run: str | None = None, *, tracking_uri: str | None = None,
+def find_run(sweep: str | None, run: str | None = None, *, tracking_uri: str | None = None,
              storage: str | None = None) -> SweepRun:
     """The named run, else the latest ended (finished or failed) run of `sweep`: from the run directory's run.json,
-    else, with a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI) and no local record, from MLflow alone."""
+    else, with a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI) and no local record, from MLflow alone. A
+    run named without its sweep (`sweep` None) is found through its local record only."""
+    if sweep is None and run is None:
+        raise runs.RunError("name a sweep or a run")
     root = runs.storage_root(storage)
     try:
         state = runs.load(root, run) if run else runs.latest(root, sweep, statuses=ENDED)
-    except runs.RunError:
+    except runs.RunError as e:
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise
+        if sweep is None:
+            raise runs.RunError(f"{e}; to find run {run!r} in {uri}, name its sweep too (SWEEP --run {run})") from None
         return _run_from_mlflow(sweep, run, uri)
-    if state.sweep != sweep:
+    if sweep is not None and state.sweep != sweep:
         raise runs.RunError(f"run {state.run_id} is a run of sweep {state.sweep!r}, not of {sweep!r}")
-    return SweepRun(sweep=sweep, run_id=state.run_id, status=state.status, experiment_id=state.experiment_id,
+    return SweepRun(sweep=state.sweep, run_id=state.run_id, status=state.status, experiment_id=state.experiment_id,
                     tracking_uri=tracking_uri or state.tracking_uri, parent_run_id=state.parent_run_id,
                     run_dir=runs.run_dir(root, state.run_id), created=state.created)
 
@@ -286,13 +291,19 @@ def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any]) -> Any:
                     yield key, cls, kind, float(value)
 
 
-def _eval_sets(params: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
-    """Evaluation key -> (dataset name, label set), from the `eval` param (a JSON list of evaluation sets)."""
+def eval_sets(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Evaluation key -> that set's config (name, label_set, remap, eval_size, ...), from a trial's `eval` param (a
+    JSON list of evaluation sets)."""
     try:
         sets = json.loads(params.get("eval", "[]"))
     except json.JSONDecodeError:
         return {}
-    return {s.get("key") or s.get("name"): (s.get("name"), s.get("label_set")) for s in sets if isinstance(s, dict)}
+    return {s.get("key") or s.get("name"): s for s in sets if isinstance(s, dict)} if isinstance(sets, list) else {}
+
+
+def _eval_sets(params: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """Evaluation key -> (dataset name, label set)."""
+    return {key: (s.get("name"), s.get("label_set")) for key, s in eval_sets(params).items()}
 
 
 def _download_trial(tracker: Any, child: Any, dst: Path) -> tuple[list[str], dict[str, Path]]:

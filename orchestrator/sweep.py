@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,13 +217,15 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
 
 
 def comparison_table(spec: SweepSpec, state: runs.RunState, children: list[Any], *, status: runs.Status) -> str:
-    """The end-of-sweep summary: the report's per-class tables (one per evaluation set; mean ± std over seeds, in %),
-    from the child runs' metrics alone; `s4sweep report` adds the baseline Δ with its bootstrap, pictures and cost."""
+    """The end-of-sweep summary: the report's per-class tables (one per evaluation set; mean ± std over seeds, in %,
+    with the rare-classes row where the training data is here), from the child runs' metrics and params alone;
+    `s4sweep report` adds the baseline Δ with its bootstrap, pictures and cost."""
     run = results.SweepRun(sweep=spec.name, run_id=state.run_id, status=status, tracking_uri=state.tracking_uri,
                            experiment_id=state.experiment_id, parent_run_id=state.parent_run_id)
     table = results.build_table(run, children, resources=(float(spec.resources.cpu), float(spec.resources.gpu)))
-    res = results.SweepResults(run=run, table=table, spec=spec, expected_trials=results.expected_trials(spec))
-    built = report.build(res, report.Options(baseline={}))
+    res = results.SweepResults(run=run, table=table, spec=spec, expected_trials=results.expected_trials(spec),
+                               params={c.name: c.params for c in children})
+    built = report.build(res, replace(report.options_for(res), baseline={}))
     hint = (f"\n\nΔ against the baseline with paired-bootstrap tests, pictures and cost: s4sweep report {spec.name} "
             f"--run {state.run_id}") if built.tables else ""
     return report.to_summary(built) + hint

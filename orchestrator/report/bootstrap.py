@@ -16,22 +16,25 @@ from orchestrator import results as R
 
 @dataclass(frozen=True)
 class Bootstrap:
-    delta: np.ndarray  # [classes + 2]: point estimate (mean over units) per class, then miou, miou_all
+    delta: np.ndarray  # [classes + 2 + subsets]: point estimate (mean over units) per class, miou, miou_all, subsets
     low: np.ndarray
     high: np.ndarray
     holds: np.ndarray  # bool
 
 
 def paired_bootstrap(units: Sequence[tuple[R.PerImage, R.PerImage]], *, replicates: int = 1000,
-                     rng: np.random.Generator, confidence: float = 0.95) -> Bootstrap:
-    """Column A minus baseline B, per class and for miou / miou_all, from per-image intersection/union counts.
+                     rng: np.random.Generator, confidence: float = 0.95,
+                     subsets: Sequence[np.ndarray] = ()) -> Bootstrap:
+    """Column A minus baseline B, per class, for miou / miou_all and for the mean IoU over each class subset (bool
+    [classes]: the rare classes), from per-image intersection/union counts.
 
     `units` pairs A's and B's counts [images, classes] of the same seed, on the same images. Each replicate draws
     the seeds with replacement and the images with replacement; A and B are scored on the same image draw (paired),
     IoU = sum(intersection) / sum(union) over the drawn images. Returns the percentile interval."""
     draws = ImageDraws(units[0][0][0].shape[0], replicates, rng)
-    return seed_bootstrap([(draws.scores(a), draws.scores(b), (iou_scores(totals(a)) - iou_scores(totals(b)))[0])
-                           for a, b in units], rng=rng, confidence=confidence)
+    return seed_bootstrap([(draws.scores(a, subsets), draws.scores(b, subsets),
+                            (iou_scores(totals(a), subsets) - iou_scores(totals(b), subsets))[0]) for a, b in units],
+                          rng=rng, confidence=confidence)
 
 
 class ImageDraws:
@@ -43,16 +46,16 @@ class ImageDraws:
         self.images = images
         self.weights = rng.multinomial(images, np.full(images, 1.0 / images), size=replicates).astype(np.float64)
 
-    def scores(self, counts: R.PerImage) -> np.ndarray:
-        """[R, C + 2]: per-class IoU, miou, miou_all of each replicate."""
-        return self.scores_of([counts])[0]
+    def scores(self, counts: R.PerImage, subsets: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """[R, C + 2 + S]: per-class IoU, miou, miou_all and each subset's mean IoU, of each replicate."""
+        return self.scores_of([counts], subsets)[0]
 
-    def scores_of(self, many: Sequence[R.PerImage]) -> np.ndarray:
-        """[trials, R, C + 2] for several trials at once: one matrix product for all of them."""
+    def scores_of(self, many: Sequence[R.PerImage], subsets: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """[trials, R, C + 2 + S] for several trials at once: one matrix product for all of them."""
         c = many[0][0].shape[1]
         counts = np.concatenate([np.concatenate(x, axis=1) for x in many], axis=1).astype(np.float64)
         sums = (self.weights @ counts).reshape(-1, len(many), 2 * c)  # [R, trials, 2C]
-        return iou_scores(sums.transpose(1, 0, 2))
+        return iou_scores(sums.transpose(1, 0, 2), subsets)
 
 
 def seed_bootstrap(units: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *, rng: np.random.Generator,
@@ -72,12 +75,16 @@ def totals(counts: R.PerImage) -> np.ndarray:
     return np.concatenate(counts, axis=1).sum(axis=0, keepdims=True).astype(np.float64)
 
 
-def iou_scores(sums: np.ndarray) -> np.ndarray:
-    """[..., 2C] summed (intersection, union) -> [..., C + 2]: IoU per class (0 where the union is empty), miou
-    over the classes with a non-empty union, miou_all over all classes."""
+def iou_scores(sums: np.ndarray, subsets: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """[..., 2C] summed (intersection, union) -> [..., C + 2 + S]: IoU per class (0 where the union is empty), miou
+    over the classes with a non-empty union, miou_all over all classes, then the mean IoU over each subset's classes
+    (bool [C]; an empty union counts as 0 there, as in miou_all; NaN for an empty subset)."""
     c = sums.shape[-1] // 2
     inter, union = sums[..., :c], sums[..., c:]
     present = union > 0
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=present)
     miou = iou.sum(-1) / np.maximum(present.sum(-1), 1)  # absent classes have IoU 0: the sum is over present ones
-    return np.concatenate([iou, miou[..., None], iou.mean(-1, keepdims=True)], axis=-1)
+    parts = [iou, miou[..., None], iou.mean(-1, keepdims=True)]
+    parts += [iou[..., s].mean(-1, keepdims=True) if s.any() else np.full((*iou.shape[:-1], 1), np.nan)
+              for s in subsets]
+    return np.concatenate(parts, axis=-1)

@@ -49,10 +49,7 @@ def publish(run: R.SweepRun, out: Path, artifact_path: str = "report") -> None:
 
 
 def to_markdown(report: Report) -> str:
-    run = report.run
-    lines = [f"# s4sweep report: {run.sweep}, run {run.run_id}", "",
-             f"parent run `{run.parent_run_id}` · run status {run.status} · {report.finished} of {report.total} "
-             f"trials finished", ""]
+    lines = [f"# s4sweep report: {_title(report)}", "", _header(report, "`"), ""]
     if report.partial:
         lines += [f"> **{report.partial}**", ""]
     for ct in report.tables:
@@ -96,21 +93,30 @@ _LEGEND = ("**bold**: highest mean of the row. Δ: column minus baseline, in poi
 
 def _table_cells(ct: ClassTable) -> tuple[list[str], list[list[str]]]:
     best = ct.best()
-    head = ["class"] + (["labeled px %"] if ct.share is not None else [])
+    shares = _share_columns(ct)
+    head = ["class"] + [f"labeled px % ({train})" if len(shares) > 1 else "labeled px %" for train, _ in shares]
     for k, (col, n) in enumerate(zip(ct.columns, ct.trials, strict=True)):
-        head += [f"{col} (n={n})"] + ([f"Δ {col}"] if k and ct.baseline else [])
+        head += [f"{col} (n={n})"] + ([f"Δ {col}"] if ct.compared[k] else [])
     rows = []
     for r, name in enumerate(ct.rows):
-        row = [name]
-        if ct.share is not None:
-            row.append(f"{100 * ct.share[r]:.2f}" if r < len(ct.share) else "")
+        row = [name] + [f"{100 * ct.share[r, k]:.2f}" if r < len(ct.classes) else "" for _, k in shares]
         for k in range(len(ct.columns)):
             cell = _pct(ct.mean[r, k], ct.std[r, k])
             row.append(f"**{cell}**" if best[r, k] else cell)
-            if k and ct.baseline:
+            if ct.compared[k]:
                 row.append(_delta(ct.delta[r, k], ct.low[r, k], ct.holds[r, k]))
         rows.append(row)
     return head, rows
+
+
+def _share_columns(ct: ClassTable) -> list[tuple[str, int]]:
+    """One labeled-share column per training set whose share is known: (training set, a column of it)."""
+    if ct.share is None:
+        return []
+    first: dict[str, int] = {}
+    for k, train in enumerate(ct.trains):
+        first.setdefault(train, k)
+    return [(train, k) for train, k in first.items() if not np.isnan(ct.share[:, k]).all()]
 
 
 def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -130,10 +136,10 @@ def to_csv(report: Report) -> str:
     for ct in report.tables:
         best = ct.best()
         for r, name in enumerate(ct.rows):
-            share = ct.share[r] if ct.share is not None and r < len(ct.share) else None
             for k, col in enumerate(ct.columns):
+                share = ct.share[r, k] if ct.share is not None and r < len(ct.classes) else None
                 holds = {1: "true", 0: "false"}.get(int(ct.holds[r, k]), "")
-                w.writerow([ct.train, ct.eval, name, col, ct.trials[k], _raw(ct.mean[r, k]), _raw(ct.std[r, k]),
+                w.writerow([ct.trains[k], ct.eval, name, col, ct.trials[k], _raw(ct.mean[r, k]), _raw(ct.std[r, k]),
                             str(bool(best[r, k])).lower(), _raw(ct.delta[r, k]), _raw(ct.low[r, k]),
                             _raw(ct.high[r, k]), holds, _raw(share)])
     return buffer.getvalue()
@@ -141,10 +147,7 @@ def to_csv(report: Report) -> str:
 
 def to_html(report: Report, figures: Mapping[tuple[str, str], list[tuple[str, Path]]]) -> str:
     """One self-contained page: the markdown's content as HTML tables, every picture inlined as base64 PNG."""
-    run = report.run
-    parts = [f"<h1>s4sweep report: {escape(run.sweep)}, run {escape(run.run_id)}</h1>",
-             f"<p>parent run <code>{escape(run.parent_run_id)}</code> · run status {escape(run.status)} · "
-             f"{report.finished} of {report.total} trials finished</p>"]
+    parts = [f"<h1>s4sweep report: {escape(_title(report))}</h1>", f"<p>{escape(_header(report, ''))}</p>"]
     if report.partial:
         parts.append(f'<p class="partial">{escape(report.partial)}</p>')
     for ct in report.tables:
@@ -165,7 +168,20 @@ def to_html(report: Report, figures: Mapping[tuple[str, str], list[tuple[str, Pa
                   html_table(["train", "eval", "column", *_bin_names()],
                              [[tr, ev, lab, *(f"{_pct(m, s)} ({n})" for m, s, n in zip(mean, std, n_obj, strict=True))]
                               for tr, ev, lab, mean, std, n_obj in report.small_objects])]
-    return page(f"s4sweep report {run.run_id}", "\n".join(parts))
+    return page(f"s4sweep report {', '.join(r.run_id for r in report.runs or (report.run,))}", "\n".join(parts))
+
+
+def _title(report: Report) -> str:
+    runs = report.runs or (report.run,)
+    if len(runs) == 1:
+        return f"{runs[0].sweep}, run {runs[0].run_id}"
+    return ", ".join(f"{r.sweep} (run {r.run_id})" for r in runs)
+
+
+def _header(report: Report, quote: str) -> str:
+    runs = report.runs or (report.run,)
+    parents = " · ".join(f"parent run {quote}{r.parent_run_id}{quote} · run status {r.status}" for r in runs)
+    return f"{parents} · {report.finished} of {report.total} trials finished"
 
 
 def html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -1,7 +1,8 @@
 """A sweep run's results -> one ClassTable per (training set, evaluation set): rows = the classes in dataset
-order, then `miou`, `miou_all`, `fwiou`, `pixel_acc`; columns = an axis of the sweep (the loss variant by default);
-cells = mean and std over seeds; a Δ against the baseline column, tested with the paired bootstrap (bootstrap.py);
-and the cost of each column.
+order, then `miou`, `miou_all`, `miou_rare` (the mean IoU of the classes under `rare_share` of the labeled split's
+pixels, where that share is known), `fwiou`, `pixel_acc`; columns = an axis of the sweep (the loss variant by
+default); cells = mean and std over seeds; a Δ against the baseline column, tested with the paired bootstrap
+(bootstrap.py); and the cost of each column.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import pyarrow.compute as pc
 
 from orchestrator import results as R
 from orchestrator.report.bootstrap import Bootstrap, ImageDraws, iou_scores, seed_bootstrap, totals
-from orchestrator.report.data_stats import labeled_pixel_share, small_object_table
+from orchestrator.report.data_stats import eval_class_share, labeled_pixel_share, small_object_table
 
 SUMMARY_ROWS = ("miou", "miou_all", "fwiou", "pixel_acc")
+RARE_ROW = "miou_rare"  # after miou_all, where the labeled split's pixel share is known
 BOOTSTRAP_ROWS = ("miou", "miou_all")  # summaries the per-image counts determine (fwIoU, pixel acc need GT totals)
 MIN_IMAGES = 5  # a bootstrap over fewer validation images says nothing: such a Δ is left unmarked
+RARE_SHARE = 0.01  # a class under 1% of the labeled split's valid pixels is rare (`report: {rare_share: ...}`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,26 +35,39 @@ class Options:
     seed: int = 0
     confidence: float = 0.95
     small_objects: bool = False
+    rare_share: float = RARE_SHARE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rare_share < 1:
+            raise ValueError(f"rare_share must be a fraction in (0, 1), but got {self.rare_share!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClassTable:
-    train: str
+    train: str  # the training set (training sets, in a table of several runs)
     eval: str
     axis: str
     columns: tuple[str, ...]  # the baseline first
     trials: tuple[int, ...]  # finished trials per column
     baseline: str | None
-    rows: tuple[str, ...]  # classes in dataset order, then SUMMARY_ROWS
+    rows: tuple[str, ...]  # classes in dataset order, then SUMMARY_ROWS with RARE_ROW after miou_all (if known)
     mean: np.ndarray  # [rows, columns], fractions
     std: np.ndarray  # sample std over trials; NaN for a single trial
     delta: np.ndarray  # [rows, columns]: column mean - baseline mean; NaN in the baseline column
     low: np.ndarray  # bootstrap interval of the delta; NaN where not tested
     high: np.ndarray
     holds: np.ndarray  # int8 [rows, columns]: 1 holds, 0 does not, -1 not tested
-    share: np.ndarray | None  # [classes]: pixel share in the labeled split
+    share: np.ndarray | None  # [classes, columns]: pixel share of each class in its column's labeled split
+    counts: np.ndarray  # int [rows, columns]: the column's trials that have a value for the row
+    compared: tuple[bool, ...]  # per column: it has a Δ against a baseline column
+    trains: tuple[str, ...]  # per column: its training set
+    rare: tuple[str, ...] = ()  # the classes RARE_ROW averages
     examples: tuple[str, ...] = ()  # per column, its trial with the lowest seed (pictures are taken from it)
     notes: tuple[str, ...] = ()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(r for r in self.rows if r not in (*SUMMARY_ROWS, RARE_ROW))
 
     def best(self) -> np.ndarray:
         """bool [rows, columns]: the row's highest mean (all of them on a tie), none where every column is equal."""
@@ -68,15 +84,18 @@ class Report:
     tables: tuple[ClassTable, ...]
     cost: tuple[tuple[str, int, float, float, float], ...]  # column, trials, mean wall s, CPU-h, GPU-h
     small_objects: tuple[tuple[str, str, str, tuple[float, ...], tuple[float, ...], tuple[int, ...]], ...] = ()
-
+    runs: tuple[R.SweepRun, ...] = ()  # a report of several runs (combine.py): all of them, `run` the first
 
 
 def build(res: R.SweepResults, options: Options = Options()) -> Report:
     t = Trials.of(res.table, options.axis)
     finished = t.status == R.FINISHED
     tables = []
+    shares: dict[str, np.ndarray | None] = {}  # per training set: its labeled split is read once
     for train, eval_key in _pairs(res.table, finished):
-        share = labeled_pixel_share(res, train) if res.params else None
+        if train not in shares:
+            shares[train] = labeled_pixel_share(res, train) if res.params else None
+        share = eval_class_share(res, train, eval_key, shares[train])
         tables.append(class_table(res, t, train, eval_key, options, share))
     not_done = sorted(f"{n} ({s})" for n, s in zip(t.names, t.status, strict=True) if s != R.FINISHED)
     total = max(res.expected_trials or 0, len(t.names))
@@ -127,13 +146,15 @@ class Trials:
 
 
 def class_table(res: R.SweepResults, t: Trials, train: str, eval_key: str, options: Options,
-                share: np.ndarray | None = None) -> ClassTable:
+                share: Mapping[str, float] | None = None) -> ClassTable:
+    """`share`: each evaluation class's share of the labeled split's pixels; without it there is no RARE_ROW."""
     table = res.table
     keep = pc.and_(pc.and_(pc.equal(table["dataset"], train), pc.equal(table["eval"], eval_key)),
                    pc.equal(table["status"], R.FINISHED))
     rows_t = table.filter(pc.and_(keep, pc.is_in(table["metric"], pa.array(["iou", *SUMMARY_ROWS]))))
     classes = R.classes_in_order(rows_t, eval_key)
-    row_names = (*classes, *SUMMARY_ROWS)
+    rare = None if share is None else tuple(c for c in classes if share.get(c, math.nan) < options.rare_share)
+    row_names = (*classes, *SUMMARY_ROWS[:2], *([RARE_ROW] if rare is not None else []), *SUMMARY_ROWS[2:])
     row_index = {r: i for i, r in enumerate(row_names)}
     metric = rows_t["metric"].to_numpy(zero_copy_only=False)
     cls = rows_t["class"].to_numpy(zero_copy_only=False)
@@ -141,6 +162,8 @@ def class_table(res: R.SweepResults, t: Trials, train: str, eval_key: str, optio
     trial_i = np.fromiter((t.index[n] for n in rows_t["trial"].to_numpy(zero_copy_only=False)), int, len(rows_t))
     values = np.full((len(t.names), len(row_names)), np.nan)
     values[trial_i, [row_index[k] for k in key]] = rows_t["value"].to_numpy()
+    if rare:  # the logged IoU of an absent class is 0: this is miou_all's convention, over the rare classes
+        values[:, row_index[RARE_ROW]] = values[:, [row_index[c] for c in rare]].mean(axis=1)
     present = np.unique(trial_i)
     labels = list(dict.fromkeys(t.label[present]))
     baseline, notes = pick_baseline(t, table, labels, options.baseline, present)
@@ -151,24 +174,56 @@ def class_table(res: R.SweepResults, t: Trials, train: str, eval_key: str, optio
     mean = np.stack([np.nanmean(values[m], axis=0) for m in members], axis=1)
     std = np.stack([np.nanstd(values[m], axis=0, ddof=1) if len(m) > 1 else np.full(len(row_names), np.nan)
                     for m in members], axis=1)
+    counts = np.stack([(~np.isnan(values[m])).sum(axis=0) for m in members], axis=1)
     shape = mean.shape
     delta, low, high = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     holds = np.full(shape, -1, np.int8)
     if baseline is not None:
         delta[:, 1:] = mean[:, 1:] - mean[:, :1]
-        tested = [*range(len(classes)), *(row_index[r] for r in BOOTSTRAP_ROWS)]
-        for k, boot in _test_columns(res, t, members, eval_key, len(classes), options, labels, notes).items():
+        tested = [*range(len(classes)), *(row_index[r] for r in BOOTSTRAP_ROWS), *([row_index[RARE_ROW]] if rare
+                                                                                   is not None else [])]
+        subsets = () if rare is None else (np.isin(classes, rare),)
+        for k, boot in _test_columns(res, t, members, eval_key, len(classes), options, labels, notes,
+                                     subsets).items():
             low[tested, k], high[tested, k], holds[tested, k] = boot.low, boot.high, boot.holds
+    notes += _gap_notes(labels, members, row_names, counts) + _rare_notes(rare, options.rare_share)
     examples = tuple(str(t.names[min(m, key=lambda i: (_sortable(t.seed[i]), _sortable(t.split_seed[i])))])
                      for m in members)
     return ClassTable(train=train, eval=eval_key, axis=options.axis, columns=tuple(labels),
                       trials=tuple(len(m) for m in members), baseline=baseline, rows=row_names, mean=mean, std=std,
-                      delta=delta, low=low, high=high, holds=holds, share=share, examples=examples,
-                      notes=tuple(notes))
+                      delta=delta, low=low, high=high, holds=holds, counts=counts, rare=rare or (),
+                      share=None if share is None else np.tile([[share.get(c, math.nan)] for c in classes],
+                                                               (1, len(labels))),
+                      compared=tuple(k > 0 and baseline is not None for k in range(len(labels))),
+                      trains=(train,) * len(labels), examples=examples, notes=tuple(notes))
+
+
+def _gap_notes(labels: list[str], members: list[np.ndarray], rows: tuple[str, ...], counts: np.ndarray) -> list[str]:
+    """Per column, the rows some of its finished trials have no value for (a class or metric that vanished)."""
+    notes = []
+    for k, (label, m) in enumerate(zip(labels, members, strict=True)):
+        gaps: dict[int, list[str]] = {}
+        for r, row in enumerate(rows):
+            if counts[r, k] < len(m):
+                gaps.setdefault(len(m) - int(counts[r, k]), []).append(row)
+        notes += [f"{label}: no value for {', '.join(names)} in {gap} of {len(m)} trials"
+                  + (" (its mean is over the others)" if gap < len(m) else "") for gap, names in gaps.items()]
+    return notes
+
+
+def _rare_notes(rare: tuple[str, ...] | None, threshold: float) -> list[str]:
+    under = f"under {100 * threshold:g}% of the labeled split's pixels"
+    if rare is None:
+        return [f"{RARE_ROW}: not shown (the labeled split's pixel share needs the training data on this machine)"]
+    if not rare:
+        return [f"{RARE_ROW}: no class is {under}"]
+    return [f"{RARE_ROW}: mean IoU of the {len(rare)} classes {under}: {', '.join(rare)} (a class with an empty "
+            "union counts as 0, as in miou_all)"]
 
 
 def _test_columns(res: R.SweepResults, t: Trials, members: list[np.ndarray], eval_key: str, classes: int,
-                  options: Options, labels: list[str], notes: list[str]) -> dict[int, Bootstrap]:
+                  options: Options, labels: list[str], notes: list[str],
+                  subsets: tuple[np.ndarray, ...]) -> dict[int, Bootstrap]:
     """The paired bootstrap of every column k >= 1 against column 0 (the baseline); untestable ones get a note."""
     per_image = {int(i): res.per_image.get((t.names[i], eval_key)) for m in members for i in m}
     units = {k: _units(res, t, members[k], members[0], eval_key, classes) for k in range(1, len(members))}
@@ -189,10 +244,11 @@ def _test_columns(res: R.SweepResults, t: Trials, members: list[np.ndarray], eva
             continue
         fresh = sorted({j for _, j in units[k]} - set(baseline_scores))  # baseline trials are scored once
         if fresh:
-            baseline_scores |= dict(zip(fresh, draws.scores_of([per_image[j] for j in fresh]), strict=True))
-        column_scores = draws.scores_of([per_image[i] for i, _ in units[k]])
+            baseline_scores |= dict(zip(fresh, draws.scores_of([per_image[j] for j in fresh], subsets),
+                                        strict=True))
+        column_scores = draws.scores_of([per_image[i] for i, _ in units[k]], subsets)
         scored = [(column_scores[u], baseline_scores[j],
-                   iou_scores(totals(per_image[i]))[0] - iou_scores(totals(per_image[j]))[0])
+                   iou_scores(totals(per_image[i]), subsets)[0] - iou_scores(totals(per_image[j]), subsets)[0])
                   for u, (i, j) in enumerate(units[k])]
         out[k] = seed_bootstrap(scored, rng=np.random.default_rng([options.seed, k]), confidence=options.confidence)
     return out
@@ -264,8 +320,8 @@ def _same(value: Any, wanted: Any) -> bool:
 
 
 def options_for(res: R.SweepResults, *, axis: str | None = None, small_objects: bool = False) -> Options:
-    """The sweep file's `report:` section (baseline, columns), with `--columns` taking precedence."""
+    """The sweep file's `report:` section (baseline, columns, rare_share), with `--columns` taking precedence."""
     section = dict(getattr(res.spec, "report", None) or {})
     baseline = section.get("baseline", Options().baseline)
     return Options(axis=axis or section.get("columns") or "variant", baseline=dict(baseline),
-                   small_objects=small_objects)
+                   small_objects=small_objects, rare_share=float(section.get("rare_share", RARE_SHARE)))

@@ -182,3 +182,52 @@ def test_the_nightly_sweep_passes_regress_against_the_shipped_baseline(tmp_path,
     assert main(["report", "nightly", "--storage", str(storage), "--small-objects", "--format", "md"]) == 0
     md = (storage / "sweeps" / outcome.run.run_id / "report" / "report.md").read_text()
     assert "| synth | synth | focal-g2 |" in md  # recall by object size, from each trial's final checkpoint
+
+
+def test_a_vanished_class_or_a_renamed_metric_exits_2_against_the_shipped_baseline(tmp_path, mlflow_server):
+    """Runs of the nightly sweep with the shipped baseline's identity and its numbers pass; the same run with one
+    class's IoU gone from one trial, or with miou logged under another name, is unusable (exit 2), and the verdict
+    names the check. A missing number is never "within tolerance", nor hidden by the other seed's value."""
+    from orchestrator.spec import resolve_spec_path
+
+    base = json.loads(NIGHTLY_BASELINE.read_text())
+    classes = tuple(base["cells"][0]["iou"])
+    storage = tmp_path / "runs"
+
+    def nightly(day: int, drop: dict[str, tuple[str, ...]] | None = None, rename: dict[str, str] | None = None
+                ) -> tuple[int, dict]:
+        trials = []
+        for cell in base["cells"]:
+            loss, gamma = ("focal", 2.0) if cell["column"] == "focal-g2" else ("ce", None)
+            values = {"val/synth/miou": cell["miou"]["mean"]}
+            values |= {f"val/synth/iou/{c}": stat["mean"] for c, stat in cell["iou"].items()}
+            for old, new in (rename or {}).items():
+                values[new] = values.pop(old)
+            for seed, _ in cell["seeds"]:
+                t = G.trial(loss, seed, [0] * len(classes), gamma=gamma, wall_s=cell["wall_s"]["mean"],
+                            classes=classes, extra=values)
+                t.drop = (drop or {}).get(t.name, ()) + tuple(rename or ())
+                trials.append(t)
+        G.log_sweep_run(mlflow_server, storage, sweep="nightly", run_id=f"nightly-day{day}",
+                        spec=resolve_spec_path("nightly"), trials=trials, data=base["identity"]["data"]["synth"][0],
+                        spec_sha256=base["identity"]["spec_sha256"], created=f"2026-02-{day:02d}T00:00:00+00:00")
+        out = tmp_path / f"verdict-{day}"
+        code = main(["regress", "nightly", "--baseline", str(NIGHTLY_BASELINE), "--storage", str(storage),
+                     "--run", f"nightly-day{day}", "--out", str(out)])
+        return code, json.loads((out / "verdict.json").read_text())
+
+    code, verdict = nightly(1)
+    assert code == 0 and verdict["problems"] == [], verdict["problems"]  # the identity matches: only numbers count
+
+    code, verdict = nightly(2, drop={"ce-s1": ("val/synth/iou/car",)})
+    assert code == 2 and verdict["status"] == "unusable"
+    assert verdict["problems"] == ["missing numbers: ce @ synth→synth iou/car (1 of 2 trials lack it)"]
+    assert [(c["cell"], c["metric"], c["status"]) for c in verdict["checks"][:1]] == [
+        ("ce @ synth→synth", "iou/car", "missing")]
+
+    code, verdict = nightly(3, rename={"val/synth/miou": "val/synth/mIoU"})
+    assert code == 2
+    assert verdict["problems"] == ["missing numbers: ce @ synth→synth miou (2 of 2 trials lack it); focal-g2 @ "
+                                   "synth→synth miou (2 of 2 trials lack it)"]
+    md = (tmp_path / "verdict-3" / "verdict.md").read_text()
+    assert "UNUSABLE (exit 2): missing numbers: ce @ synth→synth miou" in md and "within tolerance" not in md

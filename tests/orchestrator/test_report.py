@@ -4,6 +4,7 @@ best marks, deltas and which deltas hold), the files it writes and logs, and the
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -243,3 +244,56 @@ def test_the_end_of_sweep_summary_is_the_report_table_from_child_metrics_alone()
     assert text.endswith("s4sweep report summary --run summary-1")
     assert comparison_table(spec, state, [], status="finished").endswith("0 of 4 trials finished and are reported**"
                                                                           "\n\n(no finished trials)")
+
+
+def test_the_rare_classes_row_averages_the_classes_under_the_share_threshold_with_its_own_bootstrap(golden_results):
+    """car (8% of the labeled pixels) and bicycle (2%) are rare under 10%: focal's +20 on car gives +10 on their mean
+    (holds on every image), dice's -10 on bicycle -5 (holds too); road's noise stays out of the row."""
+    t = report.Trials.of(golden_results.table, "variant")
+    share = {"road": 0.90, "car": 0.08, "bicycle": 0.02}
+    ct = report.class_table(golden_results, t, "synth", "synth", report.Options(rare_share=0.1), share)
+    assert ct.rows == ("road", "car", "bicycle", "miou", "miou_all", "miou_rare", "fwiou", "pixel_acc")
+    assert ct.classes == ("road", "car", "bicycle") and ct.rare == ("car", "bicycle")
+    rare = ct.rows.index("miou_rare")
+    assert ct.mean[rare] == pytest.approx([0.25, 0.35, 0.20])
+    assert ct.delta[rare, 1:] == pytest.approx([0.10, -0.05]) and ct.holds[rare].tolist() == [-1, 1, 1]
+    assert ("miou_rare: mean IoU of the 2 classes under 10% of the labeled split's pixels: car, bicycle (a class "
+            "with an empty union counts as 0, as in miou_all)") in ct.notes
+    built = dataclasses.replace(report.build(golden_results, report.options_for(golden_results)), tables=(ct,))
+    md = report.to_markdown(built)
+    assert "| miou_rare |  | 25.0 ± 0.0 | **35.0 ± 0.0** | +10.0 ↑ | 20.0 ± 0.0 | -5.0 ↓ |" in md
+    assert "| car | 8.00 | 40.0 ± 0.0 |" in md  # the share column, by class name
+    assert "| miou_rare |  | 25.0 ± 0.0 |" in report.to_summary(built)
+    rows = [r for r in csv.DictReader(io.StringIO(report.to_csv(built))) if r["row"] == "miou_rare"]
+    assert [(r["column"], r["holds"]) for r in rows] == [("ce", ""), ("focal-g2", "true"), ("dice", "true")]
+    assert "<td>miou_rare</td>" in report.to_html(built, {})
+
+    none_rare = report.class_table(golden_results, t, "synth", "synth", report.Options(rare_share=0.01), share)
+    assert np.isnan(none_rare.mean[none_rare.rows.index("miou_rare")]).all()
+    assert "miou_rare: no class is under 1% of the labeled split's pixels" in none_rare.notes
+
+
+def test_the_rare_share_comes_from_the_sweep_files_report_section(golden_results):
+    assert report.options_for(golden_results).rare_share == 0.01  # the default
+    spec = dataclasses.replace(golden_results.spec, report={**golden_results.spec.report, "rare_share": 0.05})
+    assert report.options_for(dataclasses.replace(golden_results, spec=spec)).rare_share == 0.05
+
+
+def test_a_class_missing_from_some_trials_is_counted_and_named():
+    """The mean is over the trials that have the number; the table says which column lacks it in how many trials."""
+    from orchestrator.runs import RunState
+    from orchestrator.spec import parse_spec
+    from orchestrator.sweep import comparison_table
+    from orchestrator.tracking import ChildRun, flatten_params
+
+    spec = parse_spec({"name": "gaps", "base": {"preset": "micro", "dataset": {"name": "synth"}},
+                       "grid": {"seed": [0, 1]}}, source="<dict>")
+    kids = []
+    for name, cfg in zip(spec.trial_names(), spec.trials(), strict=True):
+        metrics = {"val/synth/iou/road": 0.8, "val/synth/miou": 0.5}
+        if name == "ce-s1":
+            metrics["val/synth/iou/car"] = 0.4
+        kids.append(ChildRun(f"id-{name}", name, "FINISHED", {}, flatten_params(cfg.to_dict()), metrics))
+    state = RunState(sweep="gaps", run_id="gaps-1", spec_path="<dict>", spec_sha256="", tracking_uri="")
+    text = comparison_table(spec, state, kids, status="finished")
+    assert "- ce: no value for car in 1 of 2 trials (its mean is over the others)" in text

@@ -31,6 +31,8 @@ class Trial:
     wall_s: float = 36.0
     precision: str = "float32"
     artifacts: list[Path] = field(default_factory=list)  # files logged as they are (samples, confusion PNGs)
+    classes: tuple[str, ...] = CLASSES  # one per column of the counts: the per-class JSON's class names
+    drop: tuple[str, ...] = ()  # metric keys not logged (a vanished class row, a renamed metric)
 
 
 def trial(loss: str, seed: int, intersection: Any, *, union: int = 100, images: int = 10, gamma: float | None = None,
@@ -53,14 +55,16 @@ def spec_file(tmp: Path, sweep: str, losses: list[dict[str, Any]], seeds: list[i
 
 
 def log_sweep_run(uri: str, storage: Path, *, sweep: str, run_id: str, spec: Path, trials: list[Trial],
-                  status: runs.Status = "finished", data: str = "fp-synth-1", created: str = "") -> runs.RunState:
+                  status: runs.Status = "finished", data: str = "fp-synth-1", created: str = "",
+                  spec_sha256: str | None = None) -> runs.RunState:
     """One sweep run as the engine leaves it: run.json under `storage`, parent + children in MLflow."""
     tracker = Tracker(uri)
     experiment = tracker.experiment(sweep)
     state = runs.create(storage, runs.RunState(sweep=sweep, run_id=run_id, spec_path=str(spec), spec_sha256="",
                                                tracking_uri=uri, created=created))
     parent = tracker.start_parent(experiment, run_name=run_id, tags={
-        "s4sweep.sweep": sweep, "s4sweep.spec_sha256": f"sha-of-{spec.name}", "s4sweep.git_sha": "abc123",
+        "s4sweep.sweep": sweep, "s4sweep.spec_sha256": spec_sha256 or f"sha-of-{spec.name}",
+        "s4sweep.git_sha": "abc123",
         f"s4sweep.data.synth:{storage}/data/synth-8": data})
     tracker.log_dict(parent, {"python": "3.11", "torch": "2.14.1", "pip_freeze": "x==1\n"}, "environment.json")
     tracker.log_artifact(parent, spec)
@@ -69,12 +73,12 @@ def log_sweep_run(uri: str, storage: Path, *, sweep: str, run_id: str, spec: Pat
                                     tags={"s4sweep.trial": t.name, "s4sweep.run": run_id})
         iou = t.intersection.sum(0) / t.union.sum(0)
         metrics = {f"val/synth/{kind}/{c}": float(v) for kind in ("iou", "recall", "precision")
-                   for c, v in zip(CLASSES, iou, strict=True)}
+                   for c, v in zip(t.classes, iou, strict=True)}
         metrics |= {"val/synth/miou": float(iou.mean()), "val/synth/miou_all": float(iou.mean()),
                     "val/synth/fwiou": 0.5, "val/synth/pixel_acc": 0.75, "val/synth/ece": 0.1,
                     "time/trial_s": t.wall_s, **t.extra}
-        tracker.log_metrics(child, 6, metrics)
-        tracker.log_dict(child, {"class_names": list(CLASSES), "per_image_intersection": t.intersection.tolist(),
+        tracker.log_metrics(child, 6, {k: v for k, v in metrics.items() if k not in t.drop})
+        tracker.log_dict(child, {"class_names": list(t.classes), "per_image_intersection": t.intersection.tolist(),
                                  "per_image_union": t.union.tolist()}, "per_class_synth.json")
         tracker.log_dict(child, {"wall_s": t.wall_s, "precision": t.precision, "device": "cpu"}, "trial_info.json")
         for path in t.artifacts:

@@ -61,6 +61,18 @@ class RemapScorer:
                 "argmax_ignored_pixels": int(self.argmax_ignored_pixels)}
 
 
+def scored_prediction(logits: torch.Tensor, label: torch.Tensor,
+                      remap: RemapScorer | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prediction, confidence, label) on the evaluation set's classes: the softmax of the logits upsampled to the
+    label's size, through `remap` when the model predicts another label set. Everything that scores a model (the
+    metrics, the report's recall by object size) goes through here, so all of them see the same classes."""
+    probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
+    if remap is not None:
+        return remap(probs, label)
+    confidence, pred = probs.max(1)
+    return pred, confidence, label
+
+
 @torch.inference_mode()
 def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], info: DatasetInfo, *,
              device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
@@ -81,11 +93,7 @@ def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
                 image = image.contiguous(memory_format=torch.channels_last)
             with autocast or contextlib.nullcontext():
                 logits = generator(image)
-            probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
-            if remap is not None:
-                pred, confidence, label = remap(probs, label)
-            else:
-                confidence, pred = probs.max(1)
+            pred, confidence, label = scored_prediction(logits, label, remap)
             matrix.update(pred, label, confidence)
             if len(samples) < keep:
                 samples.append({"image": image[0].float().cpu().numpy(), "label": label[0].cpu().numpy(),

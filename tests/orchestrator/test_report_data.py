@@ -1,0 +1,70 @@
+"""What the report computes from the data and the trials' checkpoints on this machine when the model predicts another
+label set than the evaluation set's: the labeled pixel share carried into the evaluation classes, and recall by
+object size scored on the evaluation classes through the same remap as the metrics. Hand-made PNGs in the real
+Cityscapes layout, hand-computed answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from orchestrator import report
+from trainers.config import TrialConfig
+from trainers.data.labels_idd import IDD_TABLES
+from trainers.data.remap import remap_from_text
+from trainers.s4gan import checkpoint as ckpt
+from trainers.s4gan.model import build_generator
+
+LEVEL4 = IDD_TABLES["level4"].classes
+
+
+def test_the_labeled_share_is_carried_into_the_evaluation_classes_through_the_remap():
+    share = dict.fromkeys(LEVEL4, 0.0) | {"road": 0.40, "parking": 0.10, "drivable fallback": 0.05, "car": 0.20,
+                                          "autorickshaw": 0.15, "sky": 0.10}
+    carried = report.carry_share(share, remap_from_text("level4->cs19"))
+    assert list(carried) == list(IDD_TABLES["cs19"].classes)
+    # parking, drivable fallback and autorickshaw have no Cityscapes counterpart: their pixels drop out
+    assert carried["road"] == pytest.approx(0.40) and carried["car"] == pytest.approx(0.20)
+    assert carried["sky"] == pytest.approx(0.10) and sum(carried.values()) == pytest.approx(0.70)
+    assert report.carry_share(share, None) == share
+
+
+def handmade_cityscapes_val(root: Path) -> None:
+    """One 32x64 val image: road, a 10x12 car (120 px) and a 5x6 person (30 px), with their instance ids."""
+    label = np.full((32, 64), 7, np.uint8)  # raw Cityscapes ids: 7 road, 26 car, 24 person
+    instance = np.full((32, 64), 7, np.uint16)  # stuff keeps its raw id; things are id * 1000 + k
+    label[4:14, 4:16], instance[4:14, 4:16] = 26, 26000
+    label[20:25, 40:46], instance[20:25, 40:46] = 24, 24000
+    stem = "hand_000000_000019"
+    images, labels = root / "leftImg8bit" / "val" / "hand", root / "gtFine" / "val" / "hand"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(images / f"{stem}_leftImg8bit.png")
+    Image.fromarray(label).save(labels / f"{stem}_gtFine_labelIds.png")
+    Image.fromarray(instance).save(labels / f"{stem}_gtFine_instanceIds.png")
+
+
+def test_small_object_recall_scores_a_remapped_model_on_the_evaluation_classes(tmp_path):
+    """A model trained on IDD level4 that predicts `car` everywhere, scored on Cityscapes through level4->cs19: the
+    car (120 px, the 64-256 px bin) is found, the person (30 px, the < 64 px bin) is not. Compared raw, the model's
+    level4 car index (11) is Cityscapes' person: the person would be found and the car missed."""
+    root = tmp_path / "cityscapes"
+    handmade_cityscapes_val(root)
+    cfg = TrialConfig.from_dict({"preset": "micro", "dataset": {"name": "synth_idd", "label_set": "level4"},
+                                 "eval": [{"name": "cityscapes", "root": str(root), "remap": "level4->cs19",
+                                           "eval_size": [32, 64]}]})
+    generator = build_generator(cfg.model, len(LEVEL4))
+    with torch.no_grad():  # constant logits: every pixel's first choice is level4 car
+        for branch in generator.classifier.branches:
+            branch.weight.zero_()
+            branch.bias.zero_()
+        generator.classifier.branches[0].bias[LEVEL4.index("car")] = 5.0
+    saved = ckpt.save(tmp_path / "checkpoint_000001", {"generator": generator.state_dict()}, cfg.to_dict())
+
+    objects, found = report.small_object_recall(saved)["cityscapes"]
+    assert objects.tolist() == [1, 1, 0, 0] and found.tolist() == [0, 1, 0, 0]
