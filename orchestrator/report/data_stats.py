@@ -17,6 +17,7 @@ from trainers.data.labels import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from orchestrator.report.tables import Trials
+    from trainers.data.labels import LabelTable
     from trainers.data.remap import Remap
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def small_object_recall(checkpoint: Path) -> dict[str, tuple[np.ndarray, np.ndar
     return out
 
 
-def _objects_found(pred: np.ndarray, instance_file: Path, labels: Any, unscored: set[int]) -> np.ndarray:
+def _objects_found(pred: np.ndarray, instance_file: Path, labels: LabelTable, unscored: set[int]) -> np.ndarray:
     """[2, bins]: the image's thing objects per size bin, and those with at least FOUND of their pixels predicted as
     their class (`pred` in the evaluation set's classes)."""
     from PIL import Image

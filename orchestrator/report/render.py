@@ -147,7 +147,8 @@ def to_csv(report: Report) -> str:
 
 def to_html(report: Report, figures: Mapping[tuple[str, str], list[tuple[str, Path]]]) -> str:
     """One self-contained page: the markdown's content as HTML tables, every picture inlined as base64 PNG."""
-    parts = [f"<h1>s4sweep report: {escape(_title(report))}</h1>", f"<p>{escape(_header(report, ''))}</p>"]
+    header = re.sub(r"`(.+?)`", r"<code>\1</code>", escape(_header(report, "`")))
+    parts = [f"<h1>s4sweep report: {escape(_title(report))}</h1>", f"<p>{header}</p>"]
     if report.partial:
         parts.append(f'<p class="partial">{escape(report.partial)}</p>')
     for ct in report.tables:

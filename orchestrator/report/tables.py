@@ -180,9 +180,8 @@ def class_table(res: R.SweepResults, t: Trials, train: str, eval_key: str, optio
     holds = np.full(shape, -1, np.int8)
     if baseline is not None:
         delta[:, 1:] = mean[:, 1:] - mean[:, :1]
-        tested = [*range(len(classes)), *(row_index[r] for r in BOOTSTRAP_ROWS), *([row_index[RARE_ROW]] if rare
-                                                                                   is not None else [])]
-        subsets = () if rare is None else (np.isin(classes, rare),)
+        tested = [*range(len(classes)), *(row_index[r] for r in (*BOOTSTRAP_ROWS, *([RARE_ROW] if rare else [])))]
+        subsets = (np.isin(classes, rare),) if rare else ()
         for k, boot in _test_columns(res, t, members, eval_key, len(classes), options, labels, notes,
                                      subsets).items():
             low[tested, k], high[tested, k], holds[tested, k] = boot.low, boot.high, boot.holds

@@ -9,6 +9,7 @@ people's servers on the same machine are left alone.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -88,6 +90,18 @@ def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = START_TIME
             pass
         time.sleep(0.25)
     return False
+
+
+@pytest.fixture(scope="session")
+def logged_runs() -> ModuleType:
+    """test_results.py, whose helpers log synthetic sweep runs as the engine does (`trial`, `spec_file`,
+    `log_sweep_run`): test modules cannot import each other under --import-mode=importlib."""
+    path = Path(__file__).with_name("test_results.py")
+    spec = importlib.util.spec_from_file_location("_s4sweep_logged_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ Cityscapes and IDD layouts, the micro preset, real local Ray."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -16,28 +14,17 @@ import pytest
 
 from orchestrator.cli import main
 
-
-def _sibling(name: str) -> ModuleType:
-    """test_results.py owns the helper that logs synthetic sweep runs (test modules cannot import each other)."""
-    spec = importlib.util.spec_from_file_location(f"_s4sweep_{name}", Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-G = _sibling("test_results")
 DATA = Path(__file__).with_name("data")
 
 
-def trained_on(dataset: str, label_set: str | None, seed: int, intersection: list[int]):
-    t = G.trial("ce", seed, intersection)
+def trained_on(runs: ModuleType, dataset: str, label_set: str | None, seed: int, intersection: list[int]):
+    t = runs.trial("ce", seed, intersection)
     t.params["dataset"] = {"name": dataset, "root": "/nonexistent", **({"label_set": label_set} if label_set else {})}
     return t
 
 
 @pytest.fixture(scope="module")
-def two_sweeps(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Path:
+def two_sweeps(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, logged_runs: ModuleType) -> Path:
     """sweep t1-cs (CE trained on synth) and sweep t1-idd (CE trained on synth_idd level4), both scored on `synth`
     (IoU of road, car, bicycle); and a second run of t1-cs whose car is 10 points better."""
     tmp = tmp_path_factory.mktemp("runs")
@@ -45,10 +32,10 @@ def two_sweeps(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> 
     for sweep, run_id, dataset, label_set, iou in (("t1-cs", "t1-cs-1", "synth", None, [80, 40, 10]),
                                                    ("t1-idd", "t1-idd-1", "synth_idd", "level4", [70, 60, 20]),
                                                    ("t1-cs", "t1-cs-2", "synth", None, [80, 50, 10])):
-        spec = G.spec_file(tmp, sweep, [{"name": "ce"}], [0, 1])
-        trials = [trained_on(dataset, label_set, s, iou) for s in (0, 1)]
-        G.log_sweep_run(mlflow_server, storage, sweep=sweep, run_id=run_id, spec=spec, trials=trials,
-                        created=f"2026-03-0{run_id[-1]}T00:00:00+00:00")
+        spec = logged_runs.spec_file(tmp, sweep, [{"name": "ce"}], [0, 1])
+        trials = [trained_on(logged_runs, dataset, label_set, s, iou) for s in (0, 1)]
+        logged_runs.log_sweep_run(mlflow_server, storage, sweep=sweep, run_id=run_id, spec=spec, trials=trials,
+                                  created=f"2026-03-0{run_id[-1]}T00:00:00+00:00")
     return storage
 
 
