@@ -60,12 +60,12 @@ def describe(spec: SweepSpec, *, seconds_per_iter: Mapping[str, float] | None = 
 def weight_warnings(trials: list[TrialConfig]) -> list[str]:
     """Loud lines for trials that claim the paper's recipe from random weights, and for weights not on this machine."""
     lines = []
-    random = [t for t in trials if t.preset == "paper" and t.model.pretrained == "none"]
-    if random:
-        lines.append(f"WARNING: {len(random)} of {len(trials)} trials use the paper preset with model.pretrained: none "
-                     "(a randomly initialised ResNet-101); s4GAN and the study start from ImageNet weights, so these "
-                     "trials land far below the published numbers. Set model.pretrained to the torchvision ResNet-101 "
-                     "ImageNet file (README \"Reproducing the paper\").")
+    from_scratch = [t for t in trials if t.preset == "paper" and t.model.pretrained == "none"]
+    if from_scratch:
+        lines.append(f"WARNING: {len(from_scratch)} of {len(trials)} trials use the paper preset with "
+                     "model.pretrained: none (a randomly initialised backbone); s4GAN and the study start from "
+                     "ImageNet weights, so these trials land far below the published numbers. Set model.pretrained "
+                     "to the torchvision ResNet-101 ImageNet file (README \"Reproducing the paper\").")
     for path in sorted({t.model.pretrained for t in trials} - {"none"}):
         if not Path(path).is_file():
             lines.append(f"WARNING: model.pretrained {path}: no such file on this machine (every node that runs "
