@@ -26,9 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.tracking import TrackingError
     from trainers.config import ConfigError
     from trainers.data import DataError
+    from trainers.s4gan.checkpoint import CheckpointError  # torch-free at import
 
     return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError,
-            SubmitError)
+            SubmitError, CheckpointError)
 
 
 # --- commands -------------------------------------------------------------------------------------------------

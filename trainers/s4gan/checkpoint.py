@@ -1,22 +1,33 @@
 """Trial checkpoints: a directory per save, written whole under a temporary name and renamed into place.
 
-Holds G, D, both optimisers, the loss's state (buffers of stateful losses), the iteration, and the torch RNG state
-(D's dropout draws from it). Data order needs no saved state: the samplers are a pure function of the draw number
-(trainers/data/pipeline.py), which the iteration gives.
+Holds G, D, both optimisers, the loss's state (buffers of stateful losses), the iteration, and the RNG states (torch
+as a byte tensor, numpy and Python's `random` as tensors, numbers and tuples; D's dropout draws from torch's). Data
+order needs no saved state: the samplers are a pure function of the draw number (trainers/data/pipeline.py), which
+the iteration gives.
+
+Every torch file is read with `weights_only=True` (`read_tensors`): checkpoints travel between people and clusters
+(shared storage, object stores, MLflow artifacts), and a pickle can run any code when it is loaded. A file holding
+anything but tensors, numbers, strings and plain containers is refused with one line naming it, unexecuted.
+torch is imported inside the functions so that the CLI can name CheckpointError without importing torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
+import warnings
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file is missing, broken, foreign or refused; the message names the file."""
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -25,6 +36,8 @@ def checkpoint_name(iteration: int) -> str:
 
 def save(directory: Path, state: dict[str, Any], config: dict[str, Any]) -> Path:
     """Write `directory` atomically: either the complete checkpoint exists under that name, or nothing does."""
+    import torch
+
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -36,12 +49,79 @@ def save(directory: Path, state: dict[str, Any], config: dict[str, Any]) -> Path
     return directory
 
 
-def load(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / STATE_FILE
+def load(directory: Path, *, keys: Collection[str] = ()) -> dict[str, Any]:
+    """The state dict of a checkpoint directory; `keys` must all be in it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        what = "is a file" if directory.exists() else "does not exist"
+        raise CheckpointError(f"{directory}: {what}; a checkpoint is a directory holding {STATE_FILE} and "
+                              f"{CONFIG_FILE}")
+    path = directory / STATE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: not a checkpoint (no {STATE_FILE})")
-    # weights_only=False: the state holds RNG byte tensors and plain dicts written by this module only
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise CheckpointError(f"{directory}: not a checkpoint (no {STATE_FILE})")
+    state = read_tensors(path, what="checkpoint")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: a checkpoint holds a dict of states, but this file holds a "
+                              f"{type(state).__name__}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a trial checkpoint: no {', '.join(map(repr, missing))} in it (it has "
+                              f"{', '.join(map(repr, list(state)[:8])) or 'nothing'})")
+    return dict(state)
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """The TrialConfig dict saved beside the state."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{Path(directory)}: not a checkpoint (no {CONFIG_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable trial config ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: a trial config is a JSON object, but got {type(data).__name__}")
+    return data
+
+
+def read_tensors(path: Path, *, what: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; any failure is one CheckpointError line naming `path`."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol draws a UserWarning before the refusal
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: not a {what} of tensors and plain containers ({_refusal(e)}); "
+                              "weights_only loading ran none of it") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such {what} file") from None
+    except (OSError, EOFError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable {what}: truncated, or not a file torch.save wrote ({reason})") \
+            from None
+
+
+def _refusal(error: Exception) -> str:
+    """The line of torch's long weights_only message that says what was refused (`unsupported GLOBAL posix.system`)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
+            return line.removeprefix("Trying to load ").rstrip(".")
+    return "a pickle that is not a torch weights file"
+
+
+def load_weights(module: Any, state: Any, directory: Path, *, part: str,
+                 against: str = f"the model its {CONFIG_FILE} describes") -> None:
+    """`module.load_state_dict(state)`; a state of another shape is one CheckpointError line naming the first
+    mismatch (a checkpoint of another model, label set or optimiser)."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        problem = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines or [""])[0]
+        raise CheckpointError(f"{directory}: {STATE_FILE} does not fit {against} ({part}: {problem})") from None
 
 
 def prune(parent: Path, keep: int) -> None:

@@ -24,6 +24,7 @@ from torchvision.models import ResNet, resnet50, resnet101
 from torchvision.models.resnet import Bottleneck
 
 from trainers.config import BNMode, ModelConfig
+from trainers.s4gan.checkpoint import CheckpointError, read_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -237,12 +238,12 @@ def load_pretrained(model: Generator, path: str | Path) -> LoadReport:
     sha256 = file_sha256(path)
     named = _HASH_IN_NAME.fullmatch(path.name)
     if named and not sha256.startswith(named.group(1)):
-        raise ValueError(f"{path}: the file name's hash prefix {named.group(1)} does not match its SHA-256 "
+        raise CheckpointError(f"{path}: the file name's hash prefix {named.group(1)} does not match its SHA-256 "
                          f"{sha256[:len(named.group(1))]}...: the file may be corrupt or truncated "
                          f"(if that suffix is not a SHA-256 prefix, rename the file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_tensors(path, what="pretrained weights")
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), but got {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), but got {type(state).__name__}")
 
     target = {k: v for k, v in model.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     matched: dict[str, Tensor] = {}
@@ -259,7 +260,7 @@ def load_pretrained(model: Generator, path: str | Path) -> LoadReport:
     report = LoadReport(path=str(path), sha256=sha256, loaded=len(matched), missing=len(missing),
                         skipped=skipped, backbone_total=len(target))
     if report.fraction < MIN_LOADED_FRACTION:
-        raise ValueError(f"{path}: only {report.loaded}/{report.backbone_total} ({report.fraction:.1%}) "
+        raise CheckpointError(f"{path}: only {report.loaded}/{report.backbone_total} ({report.fraction:.1%}) "
                          f"backbone tensors match by name and shape, need >= {MIN_LOADED_FRACTION:.0%}; "
                          f"first missing: {', '.join(missing[:5])}")
     with torch.no_grad():

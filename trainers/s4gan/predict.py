@@ -4,7 +4,6 @@ raw Cityscapes ids for a cs19 model, the label set's own ids otherwise, which is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainers.config import EvalSetConfig, TrialConfig
+from trainers.config import ConfigError, EvalSetConfig, TrialConfig
 from trainers.data import dataset_info
 from trainers.data.labels import CITYSCAPES_LABELS
 from trainers.data.pipeline import eval_data
@@ -33,10 +32,15 @@ def train_to_raw_ids() -> np.ndarray:
 
 
 def load_generator(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, TrialConfig]:
-    config = TrialConfig.from_dict(json.loads((checkpoint / ckpt.CONFIG_FILE).read_text()))
+    """The generator its config.json describes, with the weights of its state.pt (read with weights_only=True)."""
+    state = ckpt.load(checkpoint, keys=("generator",))  # first: it also says when `checkpoint` is no directory
+    try:
+        config = TrialConfig.from_dict(ckpt.read_config(checkpoint))
+    except ConfigError as e:
+        raise ckpt.CheckpointError(f"{checkpoint / ckpt.CONFIG_FILE}: {e}") from None
     num_classes = dataset_info(config.dataset.name, config.dataset.label_set).num_classes
     generator = build_generator(config.model, num_classes)
-    generator.load_state_dict(ckpt.load(checkpoint)["generator"])
+    ckpt.load_weights(generator, state["generator"], checkpoint, part="generator")
     return generator.to(device).eval(), config
 
 

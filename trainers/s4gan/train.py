@@ -36,6 +36,7 @@ from trainers.s4gan.model import build_generator, load_pretrained
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
+RESUME_KEYS = ("iteration", "generator", "opt_g", "discriminator", "opt_d", "loss", "torch_rng")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -256,22 +257,46 @@ def _state(rt: Runtime, iteration: int) -> dict[str, Any]:
     return {"iteration": iteration, "generator": rt.generator.state_dict(), "opt_g": rt.opt_g.state_dict(),
             "discriminator": rt.discriminator.state_dict() if rt.discriminator else None,
             "opt_d": rt.opt_d.state_dict() if rt.opt_d else None, "loss": rt.criterion.state_dict(),
-            "scaler": rt.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "scaler": rt.scaler.state_dict(), **rng_states(),
             "cuda_rng": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else None}
 
 
-def _restore(rt: Runtime, state: Mapping[str, Any]) -> int:
-    rt.generator.load_state_dict(state["generator"])
-    rt.opt_g.load_state_dict(state["opt_g"])
-    if rt.discriminator is not None:
-        rt.discriminator.load_state_dict(state["discriminator"])
-        assert rt.opt_d is not None
-        rt.opt_d.load_state_dict(state["opt_d"])
-    rt.criterion.load_state_dict(state["loss"])
-    if state.get("scaler"):  # empty for a disabled scaler (and absent from checkpoints before fp16 scaling)
-        rt.scaler.load_state_dict(state["scaler"])
+def rng_states() -> dict[str, Any]:
+    """torch's, numpy's and Python's global RNG states as tensors, numbers, strings and tuples: what a
+    weights_only load accepts (checkpoint.py)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def set_rng_states(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
+    if state.get("python_rng") is not None:  # absent from checkpoints written before they were saved
+        version, internal, gauss_next = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if state.get("numpy_rng") is not None:
+        n = state["numpy_rng"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+
+
+def _restore(rt: Runtime, state: Mapping[str, Any], directory: Path) -> int:
+    """Every part of `state` into `rt`; a part of another shape (a checkpoint of another config) is a
+    CheckpointError naming `directory` and the part."""
+    parts: list[tuple[str, Any]] = [("generator", rt.generator), ("opt_g", rt.opt_g), ("loss", rt.criterion)]
+    if rt.discriminator is not None:
+        parts += [("discriminator", rt.discriminator), ("opt_d", rt.opt_d)]
+    if state.get("scaler"):  # empty for a disabled scaler (and absent from checkpoints before fp16 scaling)
+        parts.append(("scaler", rt.scaler))
+    for key, target in parts:
+        if state[key] is None:  # D and its optimiser, saved by a supervised-only trial
+            raise ckpt.CheckpointError(f"{directory}: {ckpt.STATE_FILE} does not fit this trial ({key}: the "
+                                       "checkpoint has none)")
+        ckpt.load_weights(target, state[key], directory, part=key, against="this trial")
+    try:
+        set_rng_states(state)
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ckpt.CheckpointError(f"{directory}: {ckpt.STATE_FILE} holds no usable RNG state ({e})") from None
     if state.get("cuda_rng") is not None and rt.device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["iteration"])
@@ -314,7 +339,7 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     sched = cfg.schedule
     info_dataset = dataset_info(cfg.dataset.name, cfg.dataset.label_set)
     eval_remaps(cfg)  # a missing or mismatched remap fails now, not at the first evaluation
-    state = ckpt.load(resume) if resume is not None else None
+    state = ckpt.load(resume, keys=RESUME_KEYS) if resume is not None else None
     start = int(state["iteration"]) if state else 0
     batches = {"labeled": sched.batch_labeled, "labeled_d": sched.batch_d, "unlabeled": sched.batch_unlabeled}
     # the data first (it draws nothing from the global RNG): a class-weight recipe needs the labeled split's counts
@@ -329,8 +354,8 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
         info["loss"]["class_counts"] = counts.to_json()
     info["data"] = {"root": str(data.root), **data.split.fingerprint, "labeled": len(data.split.labeled),
                     "unlabeled": len(data.split.unlabeled)}
-    if state:
-        _restore(rt, state)  # after the loaders exist: restores the RNG exactly as it was at the save
+    if state and resume is not None:
+        _restore(rt, state, resume)  # after the loaders exist: restores the RNG exactly as it was at the save
         log.info("resumed from %s at iteration %d", resume, start)
     rt.generator.train()
     if rt.discriminator is not None:

@@ -272,7 +272,7 @@ def test_adaptive_state_survives_a_checkpoint_round_trip(name, options, kind):
     buffer = io.BytesIO()
     torch.save(loss.state_dict(), buffer)
     resumed = SegLoss(name, options, ignore_index=IGNORE, num_classes=5)
-    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue())))
+    resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     for logits, target in stream[10:]:  # the next steps: identical updates and outputs
         for module in (loss, resumed):
             module.observe(logits, target)
