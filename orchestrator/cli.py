@@ -143,14 +143,13 @@ def cmd_data_prepare_idd(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from trainers.data.check import check_dataset
+    from trainers.data.check import scan_dataset
 
-    problems, counted = check_dataset(Path(args.root).resolve(), splits=args.split, layout=args.layout,
-                                      label_sets=args.label_set)
-    for line in problems:
+    report = scan_dataset(Path(args.root).resolve(), splits=args.split, layout=args.layout, label_sets=args.label_set)
+    for line in report.problems:
         print(line)
-    print(f"checked {counted} image/label pairs: {len(problems)} problem(s)")
-    return 1 if problems else 0
+    print(f"checked {report.root}: {report.summary()}")
+    return 1 if report.problems else 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

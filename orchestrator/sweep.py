@@ -19,10 +19,11 @@ from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
 from trainers.config import TrialConfig
 from trainers.data import DataError, dataset_info, resolve_root
-from trainers.data.check import check_dataset
+from trainers.data.check import scan_dataset
 
 log = logging.getLogger(__name__)
 INTERRUPTED = 130
+SHOWN_PROBLEMS = 50  # of a broken dataset, in the error that stops the launch
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,14 @@ def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfi
         info = dataset_info(name, label_set)
         if (path, info.label_set) not in scanned:
             scanned.add((path, info.label_set))
-            problems, counted = check_dataset(path, splits=("train", "val"), table=info.labels, layout=info.layout,
-                                              label_sets=(info.label_set,))
+            scan = scan_dataset(path, splits=("train", "val"), table=info.labels, layout=info.layout,
+                                label_sets=(info.label_set,))
+            problems = scan.problems
             if problems:
-                shown = "\n  ".join(problems[:20])
-                more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-                raise DataError(f"{path}: {len(problems)} problem(s) in {counted} files; nothing was scheduled:"
+                shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
+                more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more (s4sweep data check {path} lists them " \
+                       "all)" if len(problems) > SHOWN_PROBLEMS else ""
+                raise DataError(f"{path}: {len(problems)} problem(s) ({scan.summary()}); nothing was scheduled:"
                                 f"\n  {shown}{more}")
             key = f"{name}:{path}" if info.layout == "cityscapes" else f"{name}:{info.label_set}:{path}"
             fingerprints[key] = file_list_hash(split_pairs(info, path, "train"), path)
@@ -105,6 +108,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
                             "(replicate the best point afterwards with a grid sweep)")
     if resume is not None:
         state = runs.load(root, resume) if resume else runs.latest(root, spec.name, statuses=("running", "interrupted"))
+        runs.check_restorable(runs.run_dir(root, state.run_id) / "tune")  # before anything unpickles it
         uri = state.tracking_uri
     else:
         uri = tracking_uri_for(root, tracking_uri)

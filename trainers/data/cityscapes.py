@@ -46,6 +46,15 @@ def gt_dir(root: Path) -> Path:
 
 def find_pairs(root: Path, split: str) -> list[Pair]:
     """Every (image, label) pair of a split, sorted by image path; any image without a label is an error."""
+    pairs, lonely = scan_pairs(root, split)
+    if lonely:
+        raise DataError(no_label(*lonely[0]))
+    return pairs
+
+
+def scan_pairs(root: Path, split: str) -> tuple[list[Pair], list[tuple[Path, Path]]]:
+    """The pairs of a split, and each image without a label with the label file it lacks, both sorted by image
+    path: the scan (trainers/data/check.py) goes on past a missing label, the reader stops at it."""
     image_dir = root / "leftImg8bit" / split
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: missing image directory for split {split!r}")
@@ -53,7 +62,7 @@ def find_pairs(root: Path, split: str) -> list[Pair]:
     images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
     if not images:
         raise DataError(f"{image_dir}: split {split!r} has no *{IMAGE_SUFFIX} images")
-    pairs = []
+    pairs, lonely = [], []
     for image in images:
         stem = image.name[: -len(IMAGE_SUFFIX)]
         base = labels / image.parent.name / stem
@@ -64,15 +73,24 @@ def find_pairs(root: Path, split: str) -> list[Pair]:
         elif raw_ids.is_file():
             pairs.append(Pair(image, raw_ids, False))
         else:
-            raise DataError(f"{image}: no label file (expected {raw_ids})")
-    return pairs
+            lonely.append((image, raw_ids))
+    return pairs, lonely
+
+
+def no_label(image: Path, expected: Path) -> str:
+    return f"{image}: no label file (expected {expected})"
+
+
+# What PIL raises for a file that is not the image it claims to be: truncated (OSError, SyntaxError), broken chunks
+# (ValueError, EOFError), or a header claiming more pixels than PIL will decode (DecompressionBombError).
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 def read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
-    except OSError as e:  # truncated or not a PNG
+    except UNREADABLE as e:  # truncated or not a PNG
         raise DataError(f"{path}: unreadable image ({e})") from e
 
 
@@ -81,7 +99,7 @@ def read_label(pair: Pair, table: LabelTable) -> np.ndarray:
     try:
         with Image.open(pair.label) as im:
             raw = np.asarray(im)
-    except OSError as e:
+    except UNREADABLE as e:
         raise DataError(f"{pair.label}: unreadable label ({e})") from e
     if raw.ndim != 2:
         raise DataError(f"{pair.label}: a label image must have one channel, but has shape {raw.shape}")

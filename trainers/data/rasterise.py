@@ -35,6 +35,8 @@ RASTERISER_VERSION = 1  # bump whenever a change to the rules changes any pixel:
 GROUP_SUFFIX = "group"
 
 
+MAX_SIDE = 16384  # pixels per side of an annotated image (IDD's largest are 1920x1080)
+
 @dataclass(frozen=True)
 class PolygonObject:
     label: str  # as written in the JSON
@@ -79,9 +81,10 @@ def read_polygons(path: Path) -> Annotation:
     if not isinstance(data, dict):
         raise DataError(f"{path}: malformed polygon file: expected an object at the top, got {type(data).__name__}")
     size = [data.get("imgHeight"), data.get("imgWidth")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-        raise DataError(f"{path}: malformed polygon file: imgHeight and imgWidth must be positive integers, "
-                        f"but got {size[0]!r} and {size[1]!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size):
+        # the bound: a file claiming 10^6 x 10^6 pixels would make the rasteriser allocate a terabyte
+        raise DataError(f"{path}: malformed polygon file: imgHeight and imgWidth must be positive integers up to "
+                        f"{MAX_SIDE}, but got {size[0]!r} and {size[1]!r}")
     objects = data.get("objects")
     if not isinstance(objects, list):
         raise DataError(f"{path}: malformed polygon file: `objects` must be a list, but got {objects!r:.60}")
