@@ -38,7 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.spec import describe, load_spec, resolve_spec_path, weight_warnings
 
-    spec = load_spec(resolve_spec_path(args.spec))
+    spec = load_spec(resolve_spec_path(args.spec), max_trials=args.max_trials)
     if args.dry_run:
         print(describe(spec))
         return 0
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.spec import load_spec, resolve_spec_path
     from trainers.s4gan.train import train
 
-    spec = load_spec(resolve_spec_path(args.spec))
+    spec = load_spec(resolve_spec_path(args.spec), max_trials=args.max_trials)
     trials, names = spec.trials(), spec.trial_names()
     if not 0 <= args.trial < len(trials):
         raise UsageError(f"--trial {args.trial}: {spec.source} has {len(trials)} trials (0..{len(trials) - 1})")
@@ -155,15 +155,16 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     import os
 
-    from orchestrator.spec import load_spec, resolve_spec_path
+    from orchestrator.spec import DEFAULT_MAX_TRIALS, load_spec, resolve_spec_path
     from orchestrator.submit import plan, submit
 
     address = args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise UsageError("no cluster: pass --address http://<head>:8265 (or set RAY_API_SERVER_ADDRESS)")
     path = resolve_spec_path(args.spec)
-    job = plan(load_spec(path), path, tracking_uri=args.tracking_uri, storage=args.storage, run_name=args.run_name,
-               trigger=args.trigger, max_concurrent=args.max_concurrent)
+    job = plan(load_spec(path, max_trials=args.max_trials), path, tracking_uri=args.tracking_uri,
+               storage=args.storage, run_name=args.run_name, trigger=args.trigger, max_concurrent=args.max_concurrent,
+               max_trials=args.max_trials if args.max_trials != DEFAULT_MAX_TRIALS else None)
     return submit(job, address=address, wait=args.wait)
 
 
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else a private local one)")
     p.add_argument("--storage", help="run directory root or shared storage (default: $S4SWEEP_HOME, else ./runs)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    _max_trials(p)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else embedded)")
     p.add_argument("--trigger", default="manual", help="recorded on the run, e.g. nightly")
 
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, default=0, help="index into the sweep's trials (default 0)")
     p.add_argument("--out", help="trial directory (default runs/train/<sweep>-<trial>)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint directory")
+    _max_trials(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
     p.add_argument("checkpoint", help="a checkpoint directory written by train")
@@ -378,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="the run id and submission id (default <sweep>-<UTC timestamp>)")
     p.add_argument("--trigger", default="manual", help="recorded on the run, e.g. nightly")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    _max_trials(p)
 
     p = sub.add_parser("report", help="per-class tables, statistics, pictures and cost of one or several sweep runs")
     p.add_argument("sweep", nargs="*", help="sweep names or files; several: one table per shared evaluation set "
@@ -412,6 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def _max_trials(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.spec import DEFAULT_MAX_TRIALS
+
+    parser.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS, metavar="N",
+                        help=f"refuse a sweep of more than N trials (default {DEFAULT_MAX_TRIALS}); a larger grid "
+                             "is usually a typo")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

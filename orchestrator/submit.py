@@ -77,7 +77,8 @@ class Submission:
 
 
 def plan(spec: SweepSpec, spec_path: Path, *, tracking_uri: str | None, storage: str | None, run_name: str | None,
-         trigger: str = "manual", max_concurrent: int | None = None, env: Mapping[str, str] | None = None,
+         trigger: str = "manual", max_concurrent: int | None = None, max_trials: int | None = None,
+         env: Mapping[str, str] | None = None,
          project: Path = PROJECT_ROOT, now: datetime | None = None) -> Submission:
     """The job for one run of `spec`; refuses what could not work on a cluster (see the checks below)."""
     env = os.environ if env is None else env
@@ -90,6 +91,8 @@ def plan(spec: SweepSpec, spec_path: Path, *, tracking_uri: str | None, storage:
         command += ["--storage", storage]
     if max_concurrent is not None:
         command += ["--max-concurrent", str(max_concurrent)]
+    if max_trials is not None:  # the job loads the sweep file again, under the same limit
+        command += ["--max-trials", str(max_trials)]
     sha = git_sha()  # the job's copy has no .git: the laptop's commit travels as S4SWEEP_GIT_SHA
     env_vars = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0",
                 "S4SWEEP_GIT_SHA": sha}

@@ -9,6 +9,7 @@ overrides, rejects unknown keys and converts types; `to_dict` gives the fully re
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -395,11 +396,16 @@ def _convert(tp: Any, value: Any, path: str) -> Any:  # noqa: C901 - one branch 
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, but got {value!r}")
+        if not -(2**63) <= value < 2**63:  # torch and numpy take 64-bit seeds and sizes; a trial would fail later
+            raise ConfigError(f"{path}: expected an integer of at most 64 bits, but got {value!r}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, but got {value!r}")
-        return float(value)
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(number):  # `lr <= 0`-style checks let nan and inf through
+            raise ConfigError(f"{path}: expected a finite number, but got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, but got {value!r}")

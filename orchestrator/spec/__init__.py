@@ -27,11 +27,12 @@ from orchestrator.spec.model import (
     Resources,
     SweepSpec,
 )
-from orchestrator.spec.parse import load_spec, parse_spec
+from orchestrator.spec.parse import DEFAULT_MAX_TRIALS, load_spec, parse_spec
 from orchestrator.spec.points import apply_params
 from orchestrator.spec.rules import SpecError
 
 __all__ = [
+    "DEFAULT_MAX_TRIALS",
     "SECONDS_PER_ITER",
     "ASHAScheduler",
     "GridAxis",

@@ -5,9 +5,10 @@ path with its list of values."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple, get_type_hints
 
 from orchestrator.spec.model import GridAxis
 from orchestrator.spec.points import freeze
@@ -16,18 +17,28 @@ from trainers.config import ConfigError, TrialConfig, fold_loss_options
 from trainers.losses import LOSSES, validate_loss_options
 
 
-def parse_grid(raw: object) -> tuple[GridAxis, ...]:
+def parse_grid(raw: object, *, max_trials: int) -> tuple[GridAxis, ...]:
+    """The axes in file order; refuses a grid of more than `max_trials` points before expanding anything."""
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
         fail("grid", "must map each axis (loss, seed, a dotted param path) to a list of values", raw)
+    for path, values in raw.items():
+        if not isinstance(values, list) or not values:
+            fail(f"grid.{path}", "must be a non-empty list of values", values)
+    variants = loss_variants(raw["loss"]) if "loss" in raw else []
+    sizes = {str(path): sum(math.prod(len(c) for c in v.alternatives) for v in variants) if path == "loss"
+             else len(values) for path, values in raw.items()}
+    total = math.prod(sizes.values())
+    if total > max_trials:
+        shown = " x ".join(f"{path} {n}" for path, n in sizes.items())
+        raise SpecError(f"grid: {total} trials ({shown}), more than the limit of {max_trials}; pass --max-trials "
+                        f"{total} to run them all")
     axes = []
     for path, values in raw.items():
         where = f"grid.{path}"
-        if not isinstance(values, list) or not values:
-            fail(where, "must be a non-empty list of values", values)
         if path == "loss":
-            axes.append(loss_axis(values))
+            axes.append(expand_losses(variants))
             continue
         check_param_path(str(path), where)
         if path.startswith("loss.") and "loss" in raw:
@@ -40,18 +51,28 @@ def parse_grid(raw: object) -> tuple[GridAxis, ...]:
     return tuple(axes)
 
 
-def loss_axis(entries: list[Any]) -> GridAxis:
-    """`{name: focal, gamma: [0.5, 1], lambda: [1, 2]}` -> 4 focal variants; options expand in their loss."""
-    values: list[dict[str, Any]] = []
-    origins: list[str] = []
-    resolved: list[tuple[str, dict[str, Any]]] = []
+class LossVariants(NamedTuple):
+    """One `grid.loss` entry before expansion: each option's candidate values, each checked alone."""
+
+    where: str  # grid.loss[i]
+    name: str
+    keys: list[str]
+    alternatives: list[list[tuple[Any, str]]]  # per option: (value, key path of that value)
+
+
+def loss_variants(entries: list[Any]) -> list[LossVariants]:
+    """Check every entry and every candidate value of `grid.loss` (linear in the values listed)."""
+    out = []
     for i, entry in enumerate(entries):
         where = f"grid.loss[{i}]"
         if not isinstance(entry, Mapping):
             fail(where, "must be a loss such as {name: focal, gamma: 2}", entry)
         if not isinstance(entry.get("options", {}), Mapping):
             fail(f"{where}.options", "must be a mapping (or options beside `name`)", entry["options"])
-        folded = fold_loss_options(entry)
+        try:
+            folded = fold_loss_options(entry)
+        except ConfigError as e:  # `loss.name: expected a string, ...`
+            raise SpecError(f"{where}{str(e).removeprefix('loss')}") from None
         name = folded["name"]
         if not isinstance(name, str) or name not in LOSSES:
             fail(f"{where}.name", f"unknown loss; valid losses are {', '.join(sorted(LOSSES))}", name)
@@ -74,16 +95,24 @@ def loss_axis(entries: list[Any]) -> GridAxis:
                 except ConfigError as e:
                     raise SpecError(f"{path}: {e}") from None
             alternatives.append(cands)
-        keys = list(folded["options"])
-        for combo in itertools.product(*alternatives):
-            options_given = dict(zip(keys, (v for v, _ in combo), strict=True))
-            full = (name, validate_loss_options(name, options_given))
-            if full in resolved:
-                fail(where, f"repeats {origins[resolved.index(full)]} once defaults are filled in",
-                     {"name": name, **options_given})
-            values.append({"name": name, **options_given})
-            origins.append(where)
-            resolved.append(full)
+        out.append(LossVariants(where, name, list(folded["options"]), alternatives))
+    return out
+
+
+def expand_losses(variants: list[LossVariants]) -> GridAxis:
+    """`{name: focal, gamma: [0.5, 1], lambda: [1, 2]}` -> 4 focal variants; options expand in their loss."""
+    values: list[dict[str, Any]] = []
+    origins: list[str] = []
+    seen: dict[str, str] = {}  # the variant with defaults filled in -> where it was first listed
+    for v in variants:
+        for combo in itertools.product(*v.alternatives):
+            options_given = dict(zip(v.keys, (value for value, _ in combo), strict=True))
+            full = repr((v.name, sorted(validate_loss_options(v.name, options_given).items())))
+            if full in seen:
+                fail(v.where, f"repeats {seen[full]} once defaults are filled in", {"name": v.name, **options_given})
+            seen[full] = v.where
+            values.append({"name": v.name, **options_given})
+            origins.append(v.where)
     return GridAxis(path="loss", values=freeze(values), origins=tuple(origins))
 
 

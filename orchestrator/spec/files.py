@@ -23,34 +23,90 @@ def shipped_spaces() -> list[Path]:
 
 
 def resolve_spec_path(arg: str | None) -> Path:
-    """None -> the shipped smoke.yaml; a bare name (`smoke`) -> that shipped file; else an existing file."""
+    """None -> the shipped smoke.yaml; a bare name (`smoke`) -> that shipped file; else an existing regular file."""
     shipped = {p.stem: p for p in shipped_spaces()}
     known = ", ".join(shipped) or "none"
     name = "smoke" if arg is None else arg
     if "/" not in name and os.sep not in name and not name.endswith((".yaml", ".yml")) and name in shipped:
         return shipped[name]
-    path = Path(name).expanduser().resolve()
+    given = Path(name).expanduser()
+    try:
+        path = given.resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a symlink loop
+        raise SpecError(f"{given.absolute()}: cannot be resolved: symlink loop or unreadable ({e})") from None
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a sweep file")
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever, a device never end
+        raise SpecError(f"{path}: not a regular file (a FIFO, socket or device); a sweep file is a YAML text file")
     if not path.is_file():
         raise SpecError(f"{path}: no such sweep file (shipped sweeps: {known})")
     return path
 
 
 def read_sweep_file(path: Path) -> tuple[Any, str]:
-    """The parsed YAML of an absolute path, and the sha256 of its bytes."""
+    """The parsed YAML of an absolute path, and the sha256 of its bytes. Every refusal is one line naming the file
+    (and for YAML errors the line and column)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise SpecError(f"{path}: cannot read the sweep file ({e.strerror})") from None
     try:
-        loader = _Loader(raw.decode("utf-8"))
-        loader.name = path.name  # YAML error marks name it with the line
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); a sweep file is YAML") \
+            from None
+    try:
+        loader = _Loader(text)
+        loader.name = path.name
         try:
             data = loader.get_single_data()
         finally:
             loader.dispose()
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: not a valid YAML file: {e}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: {_one_line(e)}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested more than {MAX_DEPTH} levels deep; a sweep file is a few levels of "
+                        "mappings and lists") from None
+    _check_size(path, data)
     return data, hashlib.sha256(raw).hexdigest()
+
+
+MAX_VALUES = 100_000  # values in a sweep file once YAML aliases are expanded (the shipped ones hold a few hundred)
+MAX_DEPTH = 100  # nesting of mappings and lists
+
+
+def _check_size(path: Path, data: Any) -> None:
+    """Refuse a file whose aliases expand to more than MAX_VALUES values (`a: &a [x, x]`, `b: [*a, *a]`, ... doubles
+    at each line: a few hundred bytes of YAML can stand for billions of strings) or that nests deeper than MAX_DEPTH.
+    Sizes are counted once per shared node, so the count itself never expands anything."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{path}: nested more than {MAX_DEPTH} levels deep; a sweep file is a few levels of "
+                            "mappings and lists")
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) not in sizes:
+            children = value.values() if isinstance(value, dict) else value
+            sizes[id(value)] = 1 + sum(size(v, depth + 1) for v in children)
+        return sizes[id(value)]
+
+    if size(data, 0) > MAX_VALUES:
+        raise SpecError(f"{path}: more than {MAX_VALUES} values once YAML aliases are expanded (anchors `&` "
+                        "referenced by `*` again and again); write the values out")
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """`not valid YAML at line 3, column 1: expected ',' or '}' (while parsing a flow mapping)`."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        context = f" ({error.context})" if error.context and error.problem else ""
+        return f"not valid YAML{where}: {error.problem or error.context}{context}"
+    if isinstance(error, yaml.reader.ReaderError):
+        return f"not valid YAML at byte {error.position}: unacceptable character #x{error.character:04x}"
+    return f"not valid YAML: {str(error).splitlines()[0]}"
 
 
 class _Loader(yaml.SafeLoader):
@@ -62,7 +118,10 @@ def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
-        if isinstance(key, Hashable) and key in seen:
+        if not isinstance(key, Hashable):  # `? [a, b]: 1`
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    f"found unhashable key {key!r}", key_node.start_mark)
+        if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=True)

@@ -30,35 +30,42 @@ from orchestrator.spec.points import build_config, build_points, freeze, set_par
 from orchestrator.spec.rules import SpecError, check_keys, fail, number
 from trainers.config import ConfigError, FrozenDict, TrialConfig
 
+DEFAULT_MAX_TRIALS = 1000  # a sweep of more trials is refused unless --max-trials raises the limit
 TOP_KEYS = ("name", "description", "base", "grid", "eval", "resources", "search", "scheduler",
             "max_gpu_hours", "report")
 BASE_KEYS = tuple(f.name for f in fields(TrialConfig) if f.name != "eval")  # `eval` is a top-level list
 
 
-def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None) -> SweepSpec:
-    """Read, substitute `${VAR}` from `env` (default os.environ) and validate a sweep file."""
+def load_spec(path: str | Path, *, env: Mapping[str, str] | None = None,
+              max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
+    """Read, substitute `${VAR}` from `env` (default os.environ) and validate a sweep file; a sweep of more than
+    `max_trials` trials (`--max-trials`) is refused before its grid is expanded."""
     path = Path(path).expanduser().resolve()
     data, sha256 = read_sweep_file(path)
-    return _parse(data, source=str(path), env=env, sha256=sha256)
+    return _parse(data, source=str(path), env=env, sha256=sha256, max_trials=max_trials)
 
 
-def parse_spec(data: Mapping, *, source: str, env: Mapping[str, str] | None = None) -> SweepSpec:
+def parse_spec(data: Mapping, *, source: str, env: Mapping[str, str] | None = None,
+               max_trials: int = DEFAULT_MAX_TRIALS) -> SweepSpec:
     """The same as load_spec from an already-parsed mapping; `source` names it in errors."""
     try:
         canonical = json.dumps(data, sort_keys=True, default=repr)
     except TypeError:  # keys of mixed types cannot be sorted
         canonical = repr(data)
-    return _parse(data, source=source, env=env, sha256=hashlib.sha256(canonical.encode()).hexdigest())
+    return _parse(data, source=source, env=env, sha256=hashlib.sha256(canonical.encode()).hexdigest(),
+                  max_trials=max_trials)
 
 
-def _parse(data: object, *, source: str, env: Mapping[str, str] | None, sha256: str) -> SweepSpec:
+def _parse(data: object, *, source: str, env: Mapping[str, str] | None, sha256: str, max_trials: int) -> SweepSpec:
     try:
-        return _parse_checked(data, source=source, env=os.environ if env is None else env, sha256=sha256)
-    except SpecError as e:
+        return _parse_checked(data, source=source, env=os.environ if env is None else env, sha256=sha256,
+                              max_trials=max_trials)
+    except (SpecError, ConfigError) as e:  # a ConfigError here is a check that forgot its key path: still name the file
         raise SpecError(f"{source}: {e}") from None
 
 
-def _parse_checked(data: object, *, source: str, env: Mapping[str, str], sha256: str) -> SweepSpec:
+def _parse_checked(data: object, *, source: str, env: Mapping[str, str], sha256: str,
+                   max_trials: int) -> SweepSpec:
     if not isinstance(data, Mapping):
         fail("(top level)", "a sweep file must be a mapping with at least `name`", data)
     data = check_keys("", _substitute(data, "", env), TOP_KEYS, required=("name",))
@@ -75,8 +82,11 @@ def _parse_checked(data: object, *, source: str, env: Mapping[str, str], sha256:
     check_keys("base", base, BASE_KEYS)
     resources = Resources(**check_keys("resources", data.get("resources") or {}, ("cpu", "gpu")))
     eval_sets = _parse_eval(data.get("eval"))
-    grid = parse_grid(data.get("grid"))
+    grid = parse_grid(data.get("grid"), max_trials=max_trials)
     search = _parse_search(data.get("search"), grid)
+    if isinstance(search, OptunaSearch) and search.num_samples > max_trials:
+        raise SpecError(f"search.optuna.num_samples: {search.num_samples} trials, more than the limit of "
+                        f"{max_trials}; pass --max-trials {search.num_samples} to run them all")
     points = build_points(base, grid, eval_sets, resources)
     eval_keys = [e.metric_key for e in points[0].config.eval]
     if isinstance(search, OptunaSearch):
