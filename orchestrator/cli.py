@@ -248,7 +248,11 @@ def cmd_regress(args: argparse.Namespace) -> int:
         baseline = regress.read_baseline(Path(args.baseline))
     except regress.BaselineError as e:
         raise UsageError(str(e)) from None
-    run = results.find_run(_sweep_name(args.sweep), args.run, tracking_uri=args.tracking_uri, storage=args.storage)
+    sweep = _sweep_name(args.sweep)
+    if baseline["sweep"] != sweep:
+        raise UsageError(f"baseline {args.baseline}: pins sweep {baseline['sweep']!r}, not {sweep!r}; pass that "
+                         "sweep's baseline (or regress that sweep)")
+    run = results.find_run(sweep, args.run, tracking_uri=args.tracking_uri, storage=args.storage)
     before = results.previous_run(run, storage=args.storage)
     with tempfile.TemporaryDirectory(prefix="s4sweep-regress-") as cache:
         res = results.collect(run, cache=Path(cache))

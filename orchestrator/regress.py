@@ -30,19 +30,13 @@ import numpy as np
 
 from orchestrator import report as RP
 from orchestrator import results as R
+from orchestrator.baseline import DEFAULT_TOLERANCES, FORMAT, BaselineError, read_baseline
 
 log = logging.getLogger(__name__)
-FORMAT = "s4sweep-baseline/1"
 PASS, REGRESSION, UNUSABLE = 0, 1, 2
-# Fractions (0.01 = 1 IoU point). A check's tolerance is max(absolute, seed_std_k x the baseline's seed std).
-DEFAULT_TOLERANCES: dict[str, float] = {"miou_abs": 0.01, "iou_abs": 0.03, "wall_rel": 0.5, "seed_std_k": 2.0}
 HARD_IDENTITY = ("sweep", "spec_sha256", "data", "precision")  # must match; git sha and versions are shown only
 VERSION_KEYS = ("python", "torch", "torchvision", "ray", "mlflow", "optuna", "cuda", "devices")
 Status = Literal["ok", "improved", "regression", "missing"]
-
-
-class BaselineError(ValueError):
-    """The baseline file cannot be read or was not written by --emit-baseline; the message names the file."""
 
 
 # --- the baseline file -------------------------------------------------------------------------------------------
@@ -91,18 +85,6 @@ def emit_baseline(res: R.SweepResults, report: RP.Report, path: Path, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_clean(baseline), indent=1, allow_nan=False) + "\n")
     return baseline
-
-
-def read_baseline(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BaselineError(f"baseline {path}: cannot be read ({e})") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        got = data.get("format") if isinstance(data, dict) else data
-        raise BaselineError(f"baseline {path}: `format` must be {FORMAT!r} (write it with `s4sweep report SWEEP "
-                            f"--emit-baseline FILE`), but got {got!r}")
-    return data
 
 
 # --- the verdict -------------------------------------------------------------------------------------------------

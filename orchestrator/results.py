@@ -94,8 +94,13 @@ def find_run(sweep: str | None, run: str | None = None, *, tracking_uri: str | N
     """The named run, else the latest ended (finished or failed) run of `sweep`: from the run directory's run.json,
     else, with a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI) and no local record, from MLflow alone. A
     run named without its sweep (`sweep` None) is found through its local record only."""
+    from orchestrator.tracking import check_server
+
     if sweep is None and run is None:
         raise runs.RunError("name a sweep or a run")
+    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given:
+        check_server(given)  # a dead or foreign server fails here in seconds, naming its URI
     root = runs.storage_root(storage)
     try:
         state = runs.load(root, run) if run else runs.latest(root, sweep, statuses=ENDED)

@@ -197,6 +197,8 @@ def submit(sub: Submission, *, address: str, wait: bool, echo: Callable[[str], N
     commands to follow it."""
     from orchestrator.tune_backend import RayJobs
 
+    if "://" in address and urlparse(address).scheme not in ("http", "https"):  # ray://: Ray Client, 30 s to fail
+        raise SubmitError(f"--address {address}: not the job API; give the dashboard's URL, http://<head>:8265")
     jobs = RayJobs(address)
     cluster = probe(jobs, f"{sub.submission_id}-versions-{secrets.token_hex(3)}")
     echo(f"cluster {address}: Ray {cluster['ray']}, s4sweep {cluster['s4sweep']}, Python {cluster['python']} "
@@ -229,7 +231,7 @@ def probe(jobs: Any, probe_id: str) -> dict[str, Any]:
     status = jobs.wait(probe_id, timeout_s=PROBE_TIMEOUT_S)
     logs = jobs.logs(probe_id)
     if status != "SUCCEEDED":
-        raise SubmitError(f"the version probe job {probe_id} is {status}, not SUCCEEDED, after up to "
+        raise SubmitError(f"the version probe job {probe_id} on {jobs.address} is {status}, not SUCCEEDED, after up to "
                           f"{PROBE_TIMEOUT_S:g} s (is `python` on the cluster's PATH?); its output:\n{logs[-2000:]}")
     jobs.delete(probe_id)
     return parse_probe(logs)

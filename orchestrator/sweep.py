@@ -112,6 +112,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         uri = state.tracking_uri
     else:
         uri = tracking_uri_for(root, tracking_uri)
+        tracking.check_uri(uri)  # a URI of the wrong kind is refused before any data is generated or scanned
         state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
                               spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
     trials, fingerprints = prepare_data(trials, root)

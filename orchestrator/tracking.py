@@ -135,6 +135,19 @@ def check_reachable(uri: str, *, timeout_s: float = 10) -> None:
         time.sleep(0.5)
 
 
+def check_uri(uri: str) -> None:
+    """A tracking URI s4sweep can use at all (its scheme), before anything is prepared for it."""
+    if _scheme(uri) == "sqlite":
+        _sqlite_file(uri)
+
+
+def check_server(uri: str, *, timeout_s: float = 2) -> None:
+    """For commands that only read: a tracking server must answer /health within `timeout_s` (MLflow's own client
+    would retry a dead one for minutes); a database store is checked when opened."""
+    if _scheme(uri) in SERVER_SCHEMES:
+        check_reachable(uri, timeout_s=timeout_s)
+
+
 def serve_ui(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> int:
     """Run the MLflow UI (`mlflow server`, one worker, no job runner) on a database store in the foreground."""
     if _scheme(uri) in SERVER_SCHEMES:
@@ -162,8 +175,9 @@ class Tracker:
     def __init__(self, uri: str, *, artifact_root: Path | None = None) -> None:
         scheme = _scheme(uri)
         if scheme == "sqlite" and not _sqlite_file(uri).exists():
-            raise TrackingError(f"tracking store {uri} does not exist yet: the driver must call init_store first "
-                                "(processes opening a fresh SQLite file at once race on its schema)")
+            raise TrackingError(f"tracking store {uri}: no such database file {_sqlite_file(uri)} (nothing was "
+                                "tracked there yet; a sweep's driver creates it with init_store before any trial "
+                                "opens it, as processes opening a fresh SQLite file at once race on its schema)")
         # A server keeps artifacts under its --artifacts-destination; a database store needs a root, never ./mlruns.
         self._artifact_root = None if scheme in SERVER_SCHEMES else _artifact_root(uri, artifact_root)
         self.uri = uri

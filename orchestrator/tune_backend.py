@@ -278,7 +278,9 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan), {"cpu": plan.cpu, "gpu": plan.gpu})
     if resume and Tuner.can_restore(str(tune_dir)):
-        # our own storage only: Tune's experiment state is a pickle
+        # Unsafe load, justified: Tune's experiment state (tuner.pkl, trial and searcher state) is cloudpickle and Ray
+        # restores it no other way. launch() has refused a tune/ directory that another user owns or that group or
+        # others may write (runs.check_restorable), so only what this user wrote is unpickled.
         tuner = Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         param_space, search, scheduler, num_samples = _search_and_scheduler(plan)
@@ -485,3 +487,7 @@ class RayJobs:
                               "the dashboard's URL, http://<head>:8265 by default)") from None
         except RuntimeError as e:  # the SDK's "Request failed with status code ..."
             raise SubmitError(f"the Ray job API at {self.address} failed while {doing}: {e}") from None
+        except (TypeError, KeyError) as e:  # an answer the SDK cannot parse: another Ray version, or not Ray at all
+            raise SubmitError(f"the Ray job API at {self.address} gave an answer this Ray {ray.__version__} client "
+                              f"cannot read while {doing} ({type(e).__name__}: {e}); is it a Ray dashboard of the "
+                              "same version?") from None
