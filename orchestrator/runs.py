@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Literal
 
 Status = Literal["running", "finished", "interrupted", "failed"]
 RUN_FILE = "run.json"
+# in a trial's directory: the broken file that failed it. Retrying cannot mend a file, so neither Tune's retries nor
+# `--resume` run that trial again: mend the file and start a new run
+DATA_FAILURE = "data-failure.txt"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -81,11 +85,46 @@ def create(root: Path, state: RunState) -> RunState:
     return save(root, replace(state, created=created))
 
 
+def remove(root: Path, run_id: str) -> None:
+    """Delete a run's directory: only for a run whose launch failed before anything ran."""
+    shutil.rmtree(run_dir(root, run_id), ignore_errors=True)
+
+
 def load(root: Path, run_id: str) -> RunState:
     path = run_dir(root, run_id) / RUN_FILE
     if not path.is_file():
         raise RunError(f"no run {run_id!r} under {root / 'sweeps'}")
-    return RunState(**json.loads(path.read_text()))
+    return _read(path)
+
+
+def _read(path: Path) -> RunState:
+    try:
+        data = json.loads(path.read_text())
+        return RunState(**data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        raise RunError(f"{path}: not a run record s4sweep wrote ({e}); move it away or restore it") from None
+
+
+def check_restorable(directory: Path) -> None:
+    """Refuse to restore Ray Tune state that someone else could have written.
+
+    Tune's experiment state is cloudpickle (tuner.pkl, the trials' and the searcher's state) and Ray has no
+    weights_only-style loader for it: restoring runs whatever the pickles say. So `--resume` unpickles only a tune/
+    directory whose every file and folder this user owns and neither group nor others may write (as ssh treats
+    ~/.ssh), with one line naming the first one that breaks the rule."""
+    uid = os.geteuid()
+    if not directory.is_dir():
+        return
+    for path in [directory, *sorted(directory.rglob("*"))]:
+        try:
+            info = path.stat()  # through a symlink: what Tune would read
+        except OSError:
+            continue  # a dangling link is nothing Tune can unpickle
+        if info.st_uid != uid or info.st_mode & 0o022:
+            who = f"owned by uid {info.st_uid}" if info.st_uid != uid else f"mode {info.st_mode & 0o777:o}"
+            raise RunError(f"{path}: {who}: Ray Tune's state is a pickle that runs code when restored, so --resume "
+                           f"restores only files this user owns and only this user may write; if you trust them, "
+                           f"`chmod -R go-w {directory}` (and chown them to yourself)")
 
 
 def update(root: Path, state: RunState, **changes: object) -> RunState:
@@ -96,7 +135,7 @@ def runs_of(root: Path, sweep: str) -> list[RunState]:
     """Every run of a sweep, oldest first."""
     found = []
     for path in sorted((root / "sweeps").glob(f"*/{RUN_FILE}")):
-        state = RunState(**json.loads(path.read_text()))
+        state = _read(path)
         if state.sweep == sweep:
             found.append(state)
     return sorted(found, key=lambda s: (s.created, s.run_id))

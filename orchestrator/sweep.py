@@ -1,8 +1,9 @@
 """`s4sweep sweep`: a sweep file becomes a tracked, resumable sweep run (no Ray import here: see tune_backend).
 
 Order of work, so that nothing is scheduled on a broken footing: resolve storage and the run id, prepare and scan
-every dataset, check the tracking store, create (or find again) the MLflow parent run, then hand the trials to Ray
-Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and print the comparison.
+every dataset, check the tracking store, attach to Ray, create (or find again) the MLflow parent run, then hand the
+trials to Ray Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and print the
+comparison. A launch that fails leaves no run record without its parent run, and no parent run RUNNING.
 """
 
 from __future__ import annotations
@@ -120,30 +121,53 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
     tracking.init_store(uri)
     tracker = tracking.Tracker(uri, artifact_root=root / "mlartifacts")
     experiment = tracker.experiment(spec.name)
-    if resume is None:
-        state = runs.create(root, state)
-        parent = tracker.start_parent(experiment, run_name=state.run_id, tags={
-            "s4sweep.sweep": spec.name, "s4sweep.run": state.run_id, "s4sweep.spec_sha256": spec.sha256,
-            "s4sweep.git_sha": git_sha(), "s4sweep.trigger": trigger,
-            **{f"s4sweep.data.{k}": v for k, v in fingerprints.items()}})
-        tracker.log_dict(parent, tracking.environment_info(), "environment.json")
-        tracker.log_artifact(parent, Path(spec.source)) if Path(spec.source).is_file() else None
-        state = runs.update(root, state, experiment_id=experiment, parent_run_id=parent, status="running")
-    else:
-        tracker.resume(state.parent_run_id)
-        killed = tracker.reconcile(experiment, state.parent_run_id)
-        log.info("resuming %s (parent run %s); %d orphaned child run(s) marked KILLED", state.run_id,
-                 state.parent_run_id, len(killed))
-        state = runs.update(root, state, status="running")
-
-    plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
+    # Ray before the run record and the parent run: a cluster that cannot be reached leaves neither behind
     started = tune_backend.connect(address, temp_dir=ray_temp_dir)
     try:
-        outcomes = tune_backend.run(plan, resume=resume is not None)
+        state = _open_run(spec, root, state, tracker, experiment, fingerprints, resume=resume is not None)
+        plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
+        try:
+            outcomes = tune_backend.run(plan, resume=resume is not None)
+        except BaseException as e:  # never leave the parent RUNNING: the run is failed, or resumable if interrupted
+            interrupted = isinstance(e, KeyboardInterrupt)
+            runs.update(root, state, status="interrupted" if interrupted else "failed")
+            tracker.end(state.parent_run_id, "KILLED" if interrupted else "FAILED", error=f"{type(e).__name__}: {e}")
+            raise
     finally:
         tune_backend.shutdown(started)
     tracker.reconcile(experiment, state.parent_run_id)
     return _finish(spec, root, state, tracker, outcomes)
+
+
+def _open_run(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, experiment: str,
+              fingerprints: dict[str, str], *, resume: bool) -> runs.RunState:
+    """A new run's record and MLflow parent run (a parent that cannot be created takes the record with it), or a
+    resumed run's parent put back to RUNNING with its orphaned children marked KILLED."""
+    if resume:
+        tracker.resume(state.parent_run_id)
+        killed = tracker.reconcile(experiment, state.parent_run_id)
+        log.info("resuming %s (parent run %s); %d orphaned child run(s) marked KILLED", state.run_id,
+                 state.parent_run_id, len(killed))
+        return runs.update(root, state, status="running")
+    state = runs.create(root, state)
+    try:
+        parent = tracker.start_parent(experiment, run_name=state.run_id, tags={
+            "s4sweep.sweep": spec.name, "s4sweep.run": state.run_id, "s4sweep.spec_sha256": spec.sha256,
+            "s4sweep.git_sha": git_sha(), "s4sweep.trigger": state.trigger,
+            **{f"s4sweep.data.{k}": v for k, v in fingerprints.items()}})
+    except BaseException:
+        runs.remove(root, state.run_id)
+        raise
+    try:
+        from orchestrator.tracking import environment_info
+
+        tracker.log_dict(parent, environment_info(), "environment.json")
+        tracker.log_artifact(parent, Path(spec.source)) if Path(spec.source).is_file() else None
+    except BaseException as e:
+        tracker.end(parent, "FAILED", error=f"{type(e).__name__}: {e}")
+        runs.remove(root, state.run_id)
+        raise
+    return runs.update(root, state, experiment_id=experiment, parent_run_id=parent, status="running")
 
 
 def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Path, state: runs.RunState, uri: str,

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator.runs import DATA_FAILURE
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
 from trainers.config import TrialConfig
+from trainers.data import DataError
 from trainers.reporting import TrialResult
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,9 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     threads = max(1, int(plan.cpu))
     cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
     workdir = Path(plan.run_dir) / "trials" / name
+    failure = workdir / DATA_FAILURE
+    if failure.is_file():  # failed on a broken file (a restore after a crash of the driver): nothing to redo
+        return
     resume, run_id = _restored_checkpoint(workdir)
     if resume is None and Budget.exhausted(plan):
         workdir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +169,14 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     reporter = TuneReporter(tracker, run_id, trial=name, fault=plan.fault)
     try:
         train(cfg, reporter=reporter, workdir=workdir, resume=resume)
+    except DataError as e:
+        # A file that broke after the scan: Tune's retries would meet it again, each in a fresh worker. The trial
+        # ends here instead, FAILED in MLflow with the file and the iteration; `run` counts it an error through the
+        # marker (to Tune it is a trial that returned).
+        tracker.end(run_id, "FAILED", error=f"DataError: {e}")
+        failure.write_text(f"DataError: {e}")
+        log.error("trial %s failed: %s", name, e)
+        return
     except BaseException as e:
         tracker.end(run_id, "FAILED", error=f"{type(e).__name__}: {e}")
         raise
@@ -237,11 +251,27 @@ def connect(address: str | None, *, num_cpus: int | None = None, temp_dir: str |
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        _check_gcs(address)
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
                  configure_logging=False)
     return True
+
+
+def _check_gcs(address: str, timeout_s: float = 5.0) -> None:
+    """A `host:port` address must accept a TCP connection: `ray.init` would wait minutes for a cluster that is not
+    there. `auto`, `local` and `ray://` (Ray Client) addresses are left to Ray."""
+    from orchestrator.runs import RunError
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RunError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                       "`ray start --head`, or leave --address and RAY_ADDRESS out for a private local one") from None
 
 
 def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, int]:
@@ -308,6 +338,10 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
     ended = TrialStatusLog.read(Path(plan.run_dir))
     names = list(plan.names) if plan.optuna_space is None else list(ended)
     skipped = {n for n in names if (Path(plan.run_dir) / "trials" / n / SKIPPED).exists()}
+    for n in names:  # trials that met a broken file returned to Tune, but failed
+        failure = Path(plan.run_dir) / "trials" / n / DATA_FAILURE
+        if failure.is_file():
+            errors[n] = failure.read_text()
     outcomes = [TrialOutcome(n, "skipped" if n in skipped else ended.get(n, "unfinished"), errors.get(n), {})
                 for n in names]
     if plan.optuna_space is not None:  # trials the search never started count as unfinished
@@ -390,7 +424,8 @@ class TrialStatusLog(tune.Callback):
         os.replace(tmp, self.path)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._write(trial, "finished")
+        failed = (self.path.parent / "trials" / _trial_name(self.plan, trial.config) / DATA_FAILURE).is_file()
+        self._write(trial, "error" if failed else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._write(trial, "error")

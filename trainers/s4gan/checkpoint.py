@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import shutil
 import warnings
 from collections.abc import Collection, Mapping
@@ -122,6 +123,31 @@ def load_weights(module: Any, state: Any, directory: Path, *, part: str,
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         problem = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines or [""])[0]
         raise CheckpointError(f"{directory}: {STATE_FILE} does not fit {against} ({part}: {problem})") from None
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's, numpy's and Python's global RNG states as tensors, numbers, strings and tuples: what a
+    weights_only load accepts (checkpoint.py)."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "numpy_rng": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+
+
+def set_rng_states(state: Mapping[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("python_rng") is not None:  # absent from checkpoints written before they were saved
+        version, internal, gauss_next = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss_next))
+    if state.get("numpy_rng") is not None:
+        n = state["numpy_rng"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 def prune(parent: Path, keep: int) -> None:

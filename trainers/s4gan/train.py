@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from trainers import metric_names as M
 from trainers.config import TrialConfig
-from trainers.data import dataset_info
+from trainers.data import DataError, dataset_info
 from trainers.data.pipeline import TrainData, eval_data, train_data
 from trainers.data.remap import eval_remaps
 from trainers.data.stats import ClassCounts, class_pixel_counts
@@ -257,27 +257,8 @@ def _state(rt: Runtime, iteration: int) -> dict[str, Any]:
     return {"iteration": iteration, "generator": rt.generator.state_dict(), "opt_g": rt.opt_g.state_dict(),
             "discriminator": rt.discriminator.state_dict() if rt.discriminator else None,
             "opt_d": rt.opt_d.state_dict() if rt.opt_d else None, "loss": rt.criterion.state_dict(),
-            "scaler": rt.scaler.state_dict(), **rng_states(),
+            "scaler": rt.scaler.state_dict(), **ckpt.rng_states(),
             "cuda_rng": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else None}
-
-
-def rng_states() -> dict[str, Any]:
-    """torch's, numpy's and Python's global RNG states as tensors, numbers, strings and tuples: what a
-    weights_only load accepts (checkpoint.py)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    return {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-            "numpy_rng": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-
-
-def set_rng_states(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("python_rng") is not None:  # absent from checkpoints written before they were saved
-        version, internal, gauss_next = state["python_rng"]
-        random.setstate((version, tuple(internal), gauss_next))
-    if state.get("numpy_rng") is not None:
-        n = state["numpy_rng"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
 
 
 def _restore(rt: Runtime, state: Mapping[str, Any], directory: Path) -> int:
@@ -294,7 +275,7 @@ def _restore(rt: Runtime, state: Mapping[str, Any], directory: Path) -> int:
                                        "checkpoint has none)")
         ckpt.load_weights(target, state[key], directory, part=key, against="this trial")
     try:
-        set_rng_states(state)
+        ckpt.set_rng_states(state)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         raise ckpt.CheckpointError(f"{directory}: {ckpt.STATE_FILE} holds no usable RNG state ({e})") from None
     if state.get("cuda_rng") is not None and rt.device.type == "cuda":
@@ -329,6 +310,18 @@ def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
                 if path is not None:
                     reporter.artifact(path)
     return values, reports
+
+
+@contextlib.contextmanager
+def _naming_iteration(iteration: int, what: str = "") -> Iterator[None]:
+    """A DataError (a file unreadable now that read fine before) names the iteration too. From a loader worker it
+    arrives with the worker's traceback in front of the file's own line: that line alone is kept."""
+    try:
+        yield
+    except DataError as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        line = (lines[-1] if lines else repr(e)).removeprefix(f"{DataError.__module__}.DataError: ")
+        raise DataError(f"{line} (at {what}iteration {iteration})") from e
 
 
 def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path | None = None) -> TrialResult:
@@ -369,7 +362,8 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     last_checkpoint: Path | None = None
     for iteration in range(start, sched.iterations):
         lr = set_learning_rates(rt, iteration)
-        terms = train_step(rt, data, iteration)
+        with _naming_iteration(iteration + 1):  # a file that broke after the sweep's scan
+            terms = train_step(rt, data, iteration)
         for key, value in terms.items():  # summed on the device; read back once per log window
             window[key] = window.get(key, 0) + value
         done = iteration + 1
@@ -385,7 +379,8 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
         final = done == sched.iterations
         paused = time.perf_counter()
         if done % sched.eval_every == 0 or final:
-            last_eval, reports = run_evaluations(rt, done, workdir, final=final, reporter=reporter)
+            with _naming_iteration(done, "the evaluation at "):
+                last_eval, reports = run_evaluations(rt, done, workdir, final=final, reporter=reporter)
             reporter.metrics(done, last_eval)
         if done % sched.checkpoint_every == 0 or final:
             last_checkpoint = ckpt.save(workdir / "checkpoints" / ckpt.checkpoint_name(done), _state(rt, done),
