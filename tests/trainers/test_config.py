@@ -13,7 +13,8 @@ def test_presets_build_and_round_trip_exactly():
     for preset in ("paper", "tiny", "micro"):
         cfg = TrialConfig.from_dict({"preset": preset})
         assert TrialConfig.from_dict(cfg.to_dict()) == cfg
-        assert pickle.loads(pickle.dumps(cfg)) == cfg  # Ray ships configs to workers
+        # safe: unpickles the bytes this line just made (Ray ships configs to workers this way, inside the cluster)
+        assert pickle.loads(pickle.dumps(cfg)) == cfg
 
 
 def test_paper_preset_holds_the_reference_recipe():
