@@ -29,7 +29,7 @@ from orchestrator.runs import DATA_FAILURE
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
 from trainers.config import TrialConfig
-from trainers.data import DataError
+from trainers.data import BrokenDuringTrainingError
 from trainers.reporting import TrialResult
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     reporter = TuneReporter(tracker, run_id, trial=name, fault=plan.fault)
     try:
         train(cfg, reporter=reporter, workdir=workdir, resume=resume)
-    except DataError as e:
+    except BrokenDuringTrainingError as e:
         # A file that broke after the scan: Tune's retries would meet it again, each in a fresh worker. The trial
         # ends here instead, FAILED in MLflow with the file and the iteration; `run` counts it an error through the
         # marker (to Tune it is a trial that returned).

@@ -33,6 +33,11 @@ class DataError(ValueError):
     """A dataset on disk is missing or broken; the message names the file or directory and what is wrong."""
 
 
+class BrokenDuringTrainingError(DataError):
+    """A data file failed to read during training or evaluation, though the sweep's scan had read it: it changed
+    since. The message names the file and the iteration; retrying the trial would meet it again."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatasetInfo:
     name: str

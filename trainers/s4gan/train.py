@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from trainers import metric_names as M
 from trainers.config import TrialConfig
-from trainers.data import DataError, dataset_info
+from trainers.data import BrokenDuringTrainingError, DataError, dataset_info
 from trainers.data.pipeline import TrainData, eval_data, train_data
 from trainers.data.remap import eval_remaps
 from trainers.data.stats import ClassCounts, class_pixel_counts
@@ -321,7 +321,7 @@ def _naming_iteration(iteration: int, what: str = "") -> Iterator[None]:
     except DataError as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
         line = (lines[-1] if lines else repr(e)).removeprefix(f"{DataError.__module__}.DataError: ")
-        raise DataError(f"{line} (at {what}iteration {iteration})") from e
+        raise BrokenDuringTrainingError(f"{line} (at {what}iteration {iteration})") from e
 
 
 def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path | None = None) -> TrialResult:
