@@ -231,8 +231,9 @@ def probe(jobs: Any, probe_id: str) -> dict[str, Any]:
     status = jobs.wait(probe_id, timeout_s=PROBE_TIMEOUT_S)
     logs = jobs.logs(probe_id)
     if status != "SUCCEEDED":
-        raise SubmitError(f"the version probe job {probe_id} on {jobs.address} is {status}, not SUCCEEDED, after up to "
-                          f"{PROBE_TIMEOUT_S:g} s (is `python` on the cluster's PATH?); its output:\n{logs[-2000:]}")
+        raise SubmitError(f"the version probe job {probe_id} on the cluster at {jobs.address} is {status}, not "
+                          f"SUCCEEDED, after up to {PROBE_TIMEOUT_S:g} s (is `python` on the cluster's PATH?); its "
+                          f"output:\n{logs[-2000:]}")
     jobs.delete(probe_id)
     return parse_probe(logs)
 
