@@ -315,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     import os
 
     from trainers.data.labels_idd import ID_TYPE
+    from trainers.data.synth import SIZE as SYNTH_SIZE
 
     parser = argparse.ArgumentParser(prog="s4sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -359,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=48, help="train images (val gets a quarter unless --n-val)")
     p.add_argument("--n-val", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=256, help="cityscapes layout only")
-    p.add_argument("--width", type=int, default=512, help="cityscapes layout only")
+    p.add_argument("--height", type=int, default=SYNTH_SIZE[0], help="cityscapes layout only")
+    p.add_argument("--width", type=int, default=SYNTH_SIZE[1], help="cityscapes layout only")
     p = data.add_parser("prepare-idd", help="rasterise IDD polygons into *_gtFine_label<set>Ids.png beside them")
     p.add_argument("root", help="the unpacked IDD root (leftImg8bit/, gtFine/)")
     p.add_argument("--label-set", nargs="+", default=["level3"], choices=list(ID_TYPE),

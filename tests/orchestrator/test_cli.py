@@ -14,6 +14,7 @@ from PIL import Image
 
 from orchestrator.cli import main
 from trainers.data.labels import CITYSCAPES_LABELS
+from trainers.data.synth import SIZE as SYNTH_SIZE
 
 S4SWEEP = Path(sys.executable).with_name("s4sweep")
 
@@ -72,7 +73,7 @@ def test_train_writes_metrics_and_eval_writes_benchmark_format_predictions(tmp_p
     assert len(written) == report["images"]
     raw_ids = {label.id for label in CITYSCAPES_LABELS if 0 <= label.train_id < 255}
     pixels = np.asarray(Image.open(written[0]))
-    assert pixels.shape == (256, 512) and set(np.unique(pixels)) <= raw_ids  # raw Cityscapes ids, full size
+    assert pixels.shape == SYNTH_SIZE and set(np.unique(pixels)) <= raw_ids  # raw Cityscapes ids, full size
 
     assert main(["train", str(spec), "--trial", "5"]) == 2  # out of range: a user error
 

@@ -121,8 +121,14 @@ def synth_val_images(n_train: int) -> int:
 
 
 def synth_root(n_train: int, home: Path | None = None, *, name: str = "synth") -> Path:
-    """Generated data is shared by every trial that asks for the same size (it is fixed: seed 0)."""
-    return (home or s4sweep_home()) / "data" / f"{name}-{n_train}"
+    """Generated data is shared by every trial that asks for the same size (it is fixed: seed 0). The generator's
+    version is part of the name: after an upgrade that redraws the scenes, a new set is generated beside the old
+    one instead of the old one being refused."""
+    if name == "synth_idd":
+        from trainers.data.synth_idd import GENERATOR_VERSION
+    else:
+        from trainers.data.synth import GENERATOR_VERSION
+    return (home or s4sweep_home()) / "data" / f"{name}-{n_train}-v{GENERATOR_VERSION}"
 
 
 def resolve_root(name: str, root: str | None, *, synth_images: int, home: Path | None = None) -> Path:

@@ -9,16 +9,18 @@
 
 so the Cityscapes reader serves it unchanged. Image i of a split is drawn from a Generator seeded by
 (seed, split, i): the same whatever n_train and n_val are. Scenes are drawn by `synth_scene.render_scene`; the rare
-`train` class (a tram) appears in every twelfth image, so any 12 consecutive images contain one.
+`train` class (a tram) appears in every eighth image, so any 8 consecutive images contain one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +33,7 @@ from trainers.data.synth_scene import Scene, render_scene
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump whenever a change to the drawing changes any pixel
+GENERATOR_VERSION = 3  # bump whenever a change to the drawing changes any pixel
 MANIFEST = "synth.json"
 Split = Literal["train", "val"]
 CITIES: dict[Split, tuple[str, ...]] = {  # fictional, sorted; val cities differ from train ones as in Cityscapes
@@ -39,7 +41,12 @@ CITIES: dict[Split, tuple[str, ...]] = {  # fictional, sorted; val cities differ
     "val": ("dalmora", "eskerby"),
 }
 SPLIT_STREAM: dict[Split, int] = {"train": 0, "val": 1}
-TRAM_EVERY = 12
+TRAM_EVERY = 8
+# Scenes are drawn at the size the tiny preset trains on: 12x24 cells of a stride-8 model, with every class's
+# objects drawn large enough to cover a few of them (synth_objects.LEGIBLE_*, synth_scene.NEAR), and seven times
+# cheaper to generate than at Cityscapes' half resolution. The drawing is metric, so any size gives the same scene.
+SIZE = (96, 192)
+PROCESSES_FROM = 32  # scenes: fewer are drawn on threads (starting the processes would cost more)
 FRAME = 19  # Cityscapes annotates frame 19 of each 30-frame snippet
 
 
@@ -89,6 +96,26 @@ def write_scene(root: Path, split: Split, index: int, scene: Scene) -> None:
     write_png(label_dir / f"{stem}_gtFine_instanceIds.png", scene.instance.astype(np.uint16))
 
 
+def _make(job: tuple[Path, int, Split, int, tuple[int, int]]) -> np.ndarray:
+    """Draw and write one scene; returns its train-id pixel counts."""
+    root, seed, split, index, size = job
+    scene = render(seed, split, index, size)
+    write_scene(root, split, index, scene)
+    return np.bincount(CITYSCAPES.encode(scene.label).ravel(), minlength=256)
+
+
+def _drawing_pool(jobs: int) -> Executor:
+    """One process per core for a set worth it (drawing a scene is thousands of small numpy calls that hold the
+    GIL), else threads. Forked, not spawned: a spawned child re-runs the caller's main script, which a script
+    without a `__main__` guard does not survive. Forked only while this process runs one Python thread, since a fork
+    copies other threads' locks as they are; the children draw with numpy and PIL only, never torch."""
+    cores = os.cpu_count() or 1
+    if (cores > 1 and jobs >= PROCESSES_FROM and threading.active_count() == 1
+            and "fork" in multiprocessing.get_all_start_methods()):
+        return ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(min(4, cores))
+
+
 def class_frequencies(counts: np.ndarray) -> dict[str, float]:
     """Train-id pixel counts -> fraction of valid pixels per class."""
     valid = counts[: len(CITYSCAPES.classes)]
@@ -130,7 +157,7 @@ def _reuse(root: Path, wanted: dict[str, Any]) -> SynthSummary | None:
 
 
 def generate(
-    out: Path, *, n_train: int, n_val: int, seed: int = 0, size: tuple[int, int] = (256, 512),
+    out: Path, *, n_train: int, n_val: int, seed: int = 0, size: tuple[int, int] = SIZE,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthSummary:
     """Write n_train + n_val generated scenes under `out` in the Cityscapes layout; reuse a complete identical set.
@@ -145,16 +172,12 @@ def generate(
     log.info("generating %d train + %d val scenes of %dx%d under %s", n_train, n_val, *size, root)
     jobs: list[tuple[Split, int]] = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
 
-    def make(job: tuple[Split, int]) -> np.ndarray:
-        split, index = job
-        scene = render(seed, split, index, size)
-        write_scene(root, split, index, scene)
-        return np.bincount(CITYSCAPES.encode(scene.label).ravel(), minlength=256)
-
+    work = [(root, seed, split, index, tuple(size)) for split, index in jobs]
     counts = np.zeros(256, np.int64)
-    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))  # numpy and PIL release the GIL
+    pool = _drawing_pool(len(jobs))
     try:
-        for done, ((split, _), image_counts) in enumerate(zip(jobs, pool.map(make, jobs), strict=True), 1):
+        results = pool.map(_make, work, chunksize=4 if isinstance(pool, ProcessPoolExecutor) else 1)
+        for done, ((split, _), image_counts) in enumerate(zip(jobs, results, strict=True), 1):
             if split == "train":
                 counts += image_counts
             if progress is not None:

@@ -90,6 +90,12 @@ class Canvas:
     def shade(self, texture: Texture, sl: tuple[slice, slice], mask: np.ndarray) -> np.ndarray:
         return TEXTURES[texture](self.fine[sl][mask], self.mid[sl][mask], self.coarse[sl][mask])
 
+    def relabel(self, sl: tuple[slice, slice], mask: np.ndarray, label: int) -> None:
+        """Give the masked pixels a label without painting them: what shows through a fence is labelled fence, as
+        Cityscapes' polygons draw a fence whole."""
+        self.label[sl][mask] = label
+        self.instance[sl][mask] = label
+
     def paint(
         self, sl: tuple[slice, slice], mask: np.ndarray, label: int, colour: np.ndarray, shade: np.ndarray,
         instance: int | None = None,
@@ -145,8 +151,7 @@ def paint_parts(canvas: Canvas, cam: Camera, sprite: Sprite) -> None:
     index = Image.new("L", (c1 - c0, r1 - r0), 0)
     draw = ImageDraw.Draw(index)
     for k, (part, pts) in enumerate(zip(sprite.parts, projected, strict=True)):
-        xy = [(float(c) - c0, float(r) - r0) for c, r in pts]
-        draw.polygon(xy, fill=0 if part.label == ERASE else k + 1)
+        draw.polygon((pts - (c0, r0)).ravel().tolist(), fill=0 if part.label == ERASE else k + 1)
     parts = np.asarray(index)
     sl = (slice(r0, r1), slice(c0, c1))
     for k, part in enumerate(sprite.parts):
@@ -236,14 +241,17 @@ def paint_side_building(canvas: Canvas, cam: Camera, x: float, z0: float, z1: fl
 
 def paint_side_band(
     canvas: Canvas, cam: Camera, x: float, z0: float, z1: float, top: float, label: int, colour: np.ndarray,
-    texture: Texture, keep: Keep | None = None,
+    texture: Texture, keep: Keep | None = None, see_through: bool = False,
 ) -> None:
-    """A street-parallel band (hedge, wall, fence); `keep(z, y)` carves its shape (canopy edge, fence lattice)."""
+    """A street-parallel band (hedge, wall, fence); `keep(z, y)` carves its shape (canopy edge, fence lattice).
+    With `see_through`, the carved-out gaps keep their pixels but take the band's label (a fence's mesh)."""
     region = side_region(cam, x, z0, z1, top)
     if region is None:
         return
     sl, inside, z, y = region
     if keep is not None:
+        if see_through:
+            canvas.relabel(sl, inside, label)
         inside &= keep(z, y)
     canvas.paint(sl, inside, label, colour, canvas.shade(texture, sl, inside))
 

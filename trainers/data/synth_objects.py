@@ -18,6 +18,16 @@ from trainers.data.synth_draw import ERASE, Canvas, Part, Sprite, Texture, raw_i
 
 Shape = np.ndarray  # (n, 2) points (u, v) in metres
 
+# Thin things drawn thicker than life, so that each instance covers a few cells of a stride-8 model at the tiny
+# preset's resolution (a real pole, 0.1 m wide, is under two pixels at 96x192 even 10 m away): pole width in metres,
+# traffic-sign size, the traffic-light scale and the bicycle's tube width. They stay rare through their count.
+LEGIBLE_POLE = (0.2, 0.32)
+LEGIBLE_SIGN = (0.8, 1.2)
+LEGIBLE_LIGHT = 1.8
+LEGIBLE_TUBE = 0.11
+LEGIBLE_FIGURE = 1.35  # people's limbs and torso this much broader than life (coats, bags): two cells at 10 m
+LEGIBLE_MOTORCYCLE = 1.3  # motorcycles (and their riders) this much larger than life
+
 
 def _rgb(*values: tuple[float, float, float]) -> np.ndarray:
     return np.array(values, np.float32)
@@ -83,7 +93,7 @@ def along(shape: Shape, x: float, z: float) -> np.ndarray:
 Piece = tuple[Shape, str]  # a shape and its role, which picks its colour: body, glass, tyre, dark, light, skin, ...
 
 
-ROLE_TEXTURE: dict[str, Texture] = {"glass": "glass", "light": "lamp", "crown": "leafy"}  # others: flat
+ROLE_TEXTURE: dict[str, Texture] = {"glass": "glass", "light": "lamp", "crown": "leafy", "spokes": "glass"}  # else flat
 
 
 def parts(
@@ -155,17 +165,21 @@ def bus_side(length: float, h: float) -> list[Piece]:
 def tram_end(w: float, h: float) -> list[Piece]:
     pantograph = [(bar((-0.6, h), (0.0, h + 1.0), 0.06), "dark"), (bar((0.0, h + 1.0), (0.6, h + 1.6), 0.06), "dark")]
     return [
-        (rect(-w / 2, 0.35, w / 2, h), "body"), (rect(-w / 2 + 0.2, 1.3, w / 2 - 0.2, h - 0.35), "glass"),
+        (rect(-w / 2, 0.35, w / 2, h), "body"), (rect(-w / 2, 0.8, w / 2, 1.2), "cab"),
+        (rect(-w / 2 + 0.2, 1.3, w / 2 - 0.2, h - 0.35), "glass"),
         (rect(-w / 2, 0.2, w / 2, 0.5), "dark"), (rect(-w / 2 + 0.15, 0.8, -w / 2 + 0.45, 1.0), "light"),
         (rect(w / 2 - 0.45, 0.8, w / 2 - 0.15, 1.0), "light"), *pantograph,
     ]
 
 
 def tram_side(length: float, h: float) -> list[Piece]:
+    """Sections joined by dark bellows, a livery band below the windows and a dark roof: what tells a tram's side from
+    a facade or a bus."""
     windows = [(rect(u, 1.3, u + 1.2, h - 0.5), "glass") for u in np.arange(0.6, length - 1.5, 1.7)]
-    joints = [(rect(u - 0.15, 0.35, u + 0.15, h), "dark") for u in (length / 3, 2 * length / 3)]
+    joints = [(rect(u - 0.3, 0.35, u + 0.3, h), "dark") for u in (length / 3, 2 * length / 3)]
     bogies = [(rect(u, 0.0, u + 2.2, 0.45), "tyre") for u in (1.0, length / 2 - 1.1, length - 3.2)]
-    return [(rect(0, 0.35, length, h), "body"), *windows, *joints, *bogies]
+    return [(rect(0, 0.35, length, h), "body"), (rect(0, 0.8, length, 1.2), "cab"), (rect(0, h - 0.3, length, h),
+            "dark"), *windows, *joints, *bogies]
 
 
 VEHICLES = {  # label: (width, height, length ranges), end view, side view
@@ -199,44 +213,45 @@ Pose = Literal["walk", "ride_side", "ride_rear"]
 def figure(rng: np.random.Generator, u: float, base: float, height: float, pose: Pose) -> list[Piece]:
     """A person: legs, torso, arm, head. Walkers stand on `base`; riders sit on a saddle at `base`, leaning forward
     (seen from the side) or with their legs apart down to the pedals (seen from behind)."""
-    h = height
+    h, b = height, LEGIBLE_FIGURE
     if pose == "walk":
         hip, shoulder, lean = base + 0.5 * h, base + 0.81 * h, rng.normal(0, 0.01) * h
         stride = rng.uniform(0.0, 0.14) * h
-        legs = [(bar((u, hip), (u + s, base), 0.085 * h), "legs") for s in (-stride / 2, stride / 2)]
+        legs = [(bar((u, hip), (u + s, base), 0.085 * b * h), "legs") for s in (-stride / 2, stride / 2)]
         reach = (u + rng.normal(0, 0.06) * h, hip)
     elif pose == "ride_side":
         hip, lean = base + 0.05 * h, rng.uniform(0.08, 0.18) * h
         shoulder = hip + 0.3 * h
         knee = (u + 0.2 * h, hip - 0.1 * h)
-        legs = [(bar((u, hip), knee, 0.09 * h), "legs"), (bar(knee, (u + 0.12 * h, 0.3), 0.08 * h), "legs")]
+        legs = [(bar((u, hip), knee, 0.09 * b * h), "legs"), (bar(knee, (u + 0.12 * h, 0.3), 0.08 * b * h), "legs")]
         reach = (u + lean + 0.3 * h, hip + 0.12 * h)
     else:
         hip, shoulder, lean = base + 0.05 * h, base + 0.33 * h, 0.0
-        legs = [(bar((u + s * 0.05 * h, hip), (u + s * 0.12 * h, 0.3), 0.08 * h), "legs") for s in (-1, 1)]
+        legs = [(bar((u + s * 0.05 * h, hip), (u + s * 0.12 * h, 0.3), 0.08 * b * h), "legs") for s in (-1, 1)]
         reach = (u + 0.2 * h, hip + 0.15 * h)
     top = u + lean
-    torso = np.array([(u - 0.1 * h, hip), (u + 0.1 * h, hip), (top + 0.12 * h, shoulder),
-                      (top - 0.12 * h, shoulder)], np.float32)
-    arm = (bar((top, shoulder - 0.02 * h), reach, 0.06 * h), "torso")
-    head = ellipse(top, shoulder + 0.1 * h, 0.065 * h, 0.085 * h, 10)
+    torso = np.array([(u - 0.1 * b * h, hip), (u + 0.1 * b * h, hip), (top + 0.12 * b * h, shoulder),
+                      (top - 0.12 * b * h, shoulder)], np.float32)
+    arm = (bar((top, shoulder - 0.02 * h), reach, 0.06 * b * h), "torso")
+    head = ellipse(top, shoulder + 0.1 * h, 0.065 * b * h, 0.085 * h, 10)
     return [*legs, (torso, "torso"), arm, (head, "skin")]
 
 
 def two_wheeler(kind: str, rear_view: bool) -> list[Piece]:
     """A bicycle or motorcycle, side view (u = 0 at the rear axle) or seen from behind (u = 0 at its centre)."""
     if rear_view:
-        tyre, body = (0.03, (0.04, 0.4, 0.9)) if kind == "bicycle" else (0.08, (0.24, 0.4, 1.0))
+        tyre, body = (0.07, (0.09, 0.4, 0.9)) if kind == "bicycle" else (0.1, (0.26, 0.4, 1.0))
         return [(rect(-tyre, 0, tyre, 0.68), "tyre"), (rect(-body[0], body[1], body[0], body[2]), "body"),
-                (bar((-0.32, 1.0), (0.32, 1.0), 0.04), "dark")]
+                (bar((-0.34, 1.0), (0.34, 1.0), 0.08), "dark")]
     if kind == "bicycle":
         r, base = 0.34, 1.05
         seat, crank, head = (0.3, 0.85), (0.45, 0.3), (0.85, 0.88)
         frame = [(seat, (0.0, r)), (seat, crank), (crank, (0.0, r)), (crank, head), (seat, head), (head, (base, r))]
-        rims = ((r, "tyre"), (r - 0.05, "erase"))  # a ring: the tyre, then its inside cut away
+        # a tyre ring around a dark spoked disc: the bicycle's label covers its wheels whole, as Cityscapes' polygons
+        rims = ((r, "tyre"), (r - 0.1, "spokes"))
         wheels = [(ellipse(u, r, q, q, 14), role) for u in (0.0, base) for q, role in rims]
-        tubes = [(bar(p, q, 0.045), "body") for p, q in frame]
-        return [*wheels, *tubes, (bar((0.78, 1.0), (0.95, 1.0), 0.05), "dark")]
+        tubes = [(bar(p, q, LEGIBLE_TUBE), "body") for p, q in frame]
+        return [*wheels, *tubes, (bar((0.74, 1.0), (0.98, 1.0), 0.09), "dark")]
     r, base = 0.32, 1.4
     body = np.array([(0.15, 0.45), (0.5, 0.78), (1.0, 0.92), (1.25, 0.78), (1.1, 0.45), (0.6, 0.35)], np.float32)
     return [(ellipse(0.0, r, r, r, 12), "tyre"), (ellipse(base, r, r, r, 12), "tyre"), (body, "body"),
@@ -248,12 +263,14 @@ def cyclist(
 ) -> Sprite:
     """A bicycle or motorcycle, with its rider on top when `riding` (a separate `rider` instance)."""
     label = raw_id(kind)
-    colours = {"body": pick(rng, SURFACE), "dark": np.float32(0.5) * pick(rng, DARK)}
+    colours = {"body": pick(rng, SURFACE), "dark": np.float32(0.5) * pick(rng, DARK),
+               "spokes": np.float32(0.6) * pick(rng, SURFACE[[1, 2, 3]])}
     mirror = bool(rng.integers(2))
     centre = 0.0 if rear_view else (0.5 if kind == "bicycle" else 0.7)  # side views start at the rear axle
+    scale = LEGIBLE_MOTORCYCLE if kind == "motorcycle" else 1.0
 
     def place(s: Shape) -> np.ndarray:
-        return facing(s - (centre, 0.0), x, z, mirror)
+        return facing((s - (centre, 0.0)) * scale, x, z, mirror)
 
     out = parts(two_wheeler(kind, rear_view), place, label, canvas.new_instance(label), colours)
     if riding:
@@ -293,32 +310,34 @@ def pole(
     rng: np.random.Generator, canvas: Canvas, x: float, z: float, *, tall: bool, signs: int = 0, lights: int = 0
 ) -> Sprite:
     """A pole carrying signs and traffic lights, each labelled as its own class; tall ones are street lamps."""
-    height = rng.uniform(5.5, 9.0) if tall else rng.uniform(3.6, 5.0) if lights else rng.uniform(2.8, 4.0)
-    width, inward = rng.uniform(0.08, 0.2), -np.sign(x) or 1.0
+    height = rng.uniform(5.5, 9.0) if tall else rng.uniform(4.4, 5.6) if lights else rng.uniform(2.8, 4.0)
+    width, inward = rng.uniform(*LEGIBLE_POLE), -np.sign(x) or 1.0
     body = {"body": pick(rng, POLE_PAINT)}
     pieces = [(rect(-width / 2, 0, width / 2, height), "body")]
     if height > 6.5:  # a lamp arm reaching over the road
         arm_end = 1.6 * inward
-        pieces += [(bar((0, height - 0.2), (arm_end, height + 0.1), 0.08), "body"),
-                   (rect(arm_end - 0.25, height - 0.05, arm_end + 0.2, height + 0.12), "body")]
+        pieces += [(bar((0, height - 0.2), (arm_end, height + 0.1), 0.16), "body"),
+                   (rect(arm_end - 0.35, height - 0.1, arm_end + 0.3, height + 0.2), "body")]
     out = parts(pieces, lambda s: facing(s, x, z), raw_id("pole"), None, body)
     for k in range(signs):
         colours = {"rim": pick(rng, SIGN, 0.03), "face": pick(rng, SIGN if rng.random() < 0.6 else SURFACE, 0.03)}
-        shape = sign_shape(rng, rng.uniform(2.0, 2.6) + k * 0.9, rng.uniform(0.5, 0.85))
+        shape = sign_shape(rng, rng.uniform(2.2, 2.8) + k * 1.5, rng.uniform(*LEGIBLE_SIGN))
         out += parts(shape, lambda s: facing(s, x, z - 0.05), raw_id("traffic sign"), None, colours)
     for k in range(lights):
         colours = {"body": pick(rng, DARK), "lens": np.float32(0.3) * pick(rng, DARK),
                    "light": pick(rng, SIGNAL, 0.02)}
-        box = traffic_light(rng, min(height - 1.0, rng.uniform(2.4, 3.0) + 1.1 * k))
+        box = traffic_light(rng, min(height - 1.6, rng.uniform(2.4, 3.0) + 1.8 * k))
         out += parts(box, lambda s: facing(s, x, z - 0.1), raw_id("traffic light"), None, colours)
     return Sprite(z, tuple(out))
 
 
 def traffic_light(rng: np.random.Generator, v: float) -> list[Piece]:
-    """A housing with three lenses, one lit, its bottom `v` metres above the road."""
-    lit = int(rng.integers(3))
-    lamps = [(ellipse(0, v + 0.72 - 0.29 * k, 0.11, 0.11, 8), "light" if k == lit else "lens") for k in range(3)]
-    return [(rect(-0.19, v, 0.19, v + 0.9), "body"), *lamps]
+    """A housing with three lenses, one lit, its bottom `v` metres above the road (LEGIBLE_LIGHT times the size of a
+    real one)."""
+    lit, s = int(rng.integers(3)), LEGIBLE_LIGHT
+    lamps = [(ellipse(0, v + s * (0.72 - 0.29 * k), s * 0.11, s * 0.11, 8), "light" if k == lit else "lens")
+             for k in range(3)]
+    return [(rect(-0.19 * s, v, 0.19 * s, v + 0.9 * s), "body"), *lamps]
 
 
 def tree(rng: np.random.Generator, x: float, z: float) -> Sprite:
