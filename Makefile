@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/losses.py
 	$(PY) bench/data.py
 	$(PY) bench/tiny_quality.py --bf16
+	$(PY) bench/learnability.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench

@@ -1,13 +1,13 @@
 """How much of the generated scenes can colour alone segment? A 1x1 convolution on RGB versus the majority class.
 
 Run: `python bench/colour_baseline.py [--data DIR] [--seed S] [--steps N]`. Without `--data` it generates the
-`tiny` preset's set (192 train + 48 val, seed 0, 256x512) into a temporary directory.
+`tiny` preset's set (768 train + 192 val, seed 0, 96x192) into a temporary directory.
 
 The project requires the tiny s4GAN model to beat this per-pixel linear classifier by at least 15 mIoU points: if
 colour alone could segment the scenes, the benchmark would measure nothing about shape and context. The classifier
 is a 1x1 conv (a linear softmax on each pixel's normalised RGB) trained with cross entropy on pixels sampled from the
-train split at half resolution (128x256), ignore pixels excluded; it is evaluated on the val split at the same
-resolution. mIoU is the mean over classes whose union (GT or prediction) is non-empty (DESIGN.md "The seams").
+train split at the tiny preset's evaluation size (96x192), ignore pixels excluded; it is evaluated on the val split
+at the same size. mIoU is the mean over classes whose union (GT or prediction) is non-empty (DESIGN.md "The seams").
 Images and labels are read through the Cityscapes reader, exactly as a trial reads them.
 """
 
@@ -26,11 +26,11 @@ from torch import nn
 from trainers.data import IMAGENET_MEAN, IMAGENET_STD, synth_val_images
 from trainers.data.cityscapes import find_pairs, read_image, read_label
 from trainers.data.labels import CITYSCAPES
-from trainers.data.synth import generate
+from trainers.data.synth import SIZE, generate
 from trainers.metrics import iou_from_confusion
 from trainers.presets import preset_dict
 
-EVAL_SIZE = (128, 256)  # half of the generated 256x512
+EVAL_SIZE = tuple(preset_dict("tiny")["eval"][0]["eval_size"])  # where the tiny model is scored
 NUM_CLASSES, IGNORE = len(CITYSCAPES.classes), CITYSCAPES.ignore_index
 
 
@@ -127,9 +127,10 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             n_train = preset_dict("tiny")["dataset"]["synth_images"]
             n_val = synth_val_images(n_train)  # as a trial generates it
-            generate(root, n_train=n_train, n_val=n_val, seed=args.seed, size=(256, 512))
+            generate(root, n_train=n_train, n_val=n_val, seed=args.seed)
             seconds = time.perf_counter() - start
-            print(f"generated {n_train} train + {n_val} val scenes (seed {args.seed}, 256x512) in {seconds:.1f} s")
+            print(f"generated {n_train} train + {n_val} val scenes (seed {args.seed}, {SIZE[0]}x{SIZE[1]}) in "
+                  f"{seconds:.1f} s")
         start = time.perf_counter()
         results = baselines(root, seed=args.seed, steps=args.steps)
         print(f"data {root}; evaluated at {EVAL_SIZE[0]}x{EVAL_SIZE[1]} in {time.perf_counter() - start:.1f} s\n")
