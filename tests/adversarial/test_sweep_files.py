@@ -6,7 +6,6 @@ numbers that are not numbers, and grids too large to ever finish."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -66,14 +65,13 @@ def test_a_binary_or_non_utf8_file_is_refused(content, needle, tmp_path, refuse)
     assert out.err.count("\n") == 1, out.err
 
 
+@pytest.mark.timeout(60)  # expanding 10^10 strings would never end: the refusal must come before expansion
 def test_yaml_aliases_that_expand_to_billions_of_values_are_refused_at_once(tmp_path, refuse):
     lines = ["name: adv", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]  # 10^10 strings
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\nbase: {preset: micro, description: *a9}\n")
-    t0 = time.perf_counter()
     refuse(["sweep", path, "--dry-run"], f"{path}: ", "more than 100000 values once YAML aliases are expanded")
-    assert time.perf_counter() - t0 < 5
 
 
 def test_yaml_nested_thousands_deep_is_refused_without_a_recursion_error(tmp_path, refuse):
@@ -131,13 +129,12 @@ def test_a_grid_above_the_trial_limit_is_refused_naming_the_count_and_the_flag(t
     assert accept(["sweep", path, "--dry-run", "--max-trials", "1200"]).out.startswith("1200 trials")
 
 
+@pytest.mark.timeout(60)  # a million TrialConfigs would take far longer: the count must come before expansion
 def test_loss_options_that_expand_to_millions_are_refused_before_expanding(tmp_path, refuse):
     gammas = [round(0.001 * i, 3) for i in range(1, 1001)]
     path = tmp_path / "options.yaml"
     path.write_text(MICRO + f"grid: {{loss: [{{name: focal, gamma: {gammas}, lambda: {list(range(1, 1001))}}}]}}\n")
-    t0 = time.perf_counter()
     refuse(["sweep", path, "--dry-run"], "grid: 1000000 trials (loss 1000000)", "--max-trials 1000000")
-    assert time.perf_counter() - t0 < 5
 
 
 def test_an_optuna_budget_above_the_limit_is_refused(tmp_path, refuse):
