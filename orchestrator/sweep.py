@@ -126,13 +126,13 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         uri = tracking_uri_for(root, tracking_uri)
         state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
                               spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
-    trials, fingerprints = prepare_data(trials, root.local or s4sweep_home())
     tracking.check_reachable(uri)
-    tracking.init_store(uri, artifact_root=artifact_root(root))
-    tracker = tracking.Tracker(uri, artifact_root=artifact_root(root))
     started = tune_backend.connect(address, temp_dir=ray_temp_dir)
     try:
         tune_backend.check_shared(root)  # several nodes: each must see what the driver writes there
+        trials, fingerprints = prepare_data(trials, root.local or s4sweep_home())
+        tracking.init_store(uri, artifact_root=artifact_root(root))
+        tracker = tracking.Tracker(uri, artifact_root=artifact_root(root))
         state = _open_run(spec, state, root, tracker, fingerprints, trigger=trigger, resume=resume)
         plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
         outcomes = tune_backend.run(plan, resume=resume is not None)

@@ -38,6 +38,10 @@ import sqlalchemy.exc
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
+# Artifacts come through the tracking server, which every client reaches. With S3 behind the server, MLflow would
+# otherwise fetch them by presigned URLs straight from the bucket: a laptop that cannot reach the bucket then retries
+# for minutes. Set it to true where clients reach the bucket and artifacts are large.
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402

@@ -40,17 +40,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_mlflow_server(tmp: Path, *, backend_store_uri: str | None = None) -> tuple[str, subprocess.Popen]:
-    """Start `mlflow server` with its files under `tmp`; return its URI once /health answers 200."""
+def start_mlflow_server(tmp: Path, *, backend_store_uri: str | None = None, artifacts_destination: str | None = None,
+                        env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
+    """Start `mlflow server` with its files under `tmp` (artifacts there too unless `artifacts_destination`, an
+    s3:// URI say, with `env` giving its endpoint and credentials); return its URI once /health answers 200."""
     tmp.mkdir(parents=True, exist_ok=True)
     backend = backend_store_uri or f"sqlite:///{tmp.resolve() / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**(os.environ if env is None else env), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
     for attempt in range(1, START_TRIES + 1):
         port = free_port()
         uri = f"http://127.0.0.1:{port}"
         log_file = tmp / f"server-{port}.log"
         command = [str(MLFLOW), "server", "--backend-store-uri", backend,
-                   "--artifacts-destination", str(tmp.resolve() / "artifacts"),
+                   "--artifacts-destination", artifacts_destination or str(tmp.resolve() / "artifacts"),
                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         with log_file.open("wb") as out:
             proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp,
@@ -105,6 +108,18 @@ def logged_runs() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_s4sweep_logged_runs", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def submit_helpers() -> ModuleType:
+    """test_submit.py, whose helpers start and stop a token-auth Ray head by PID (`free_port`, `kill_tree`,
+    `own_processes`, `wait_for_job_api`, `FOREIGN`): the multi-node tests build their cluster with them."""
+    path = Path(__file__).with_name("test_submit.py")
+    spec = importlib.util.spec_from_file_location("_s4sweep_submit_helpers", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -234,3 +249,14 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
         if name in S3_VARIABLES:
             monkeypatch.setenv(name, value)
     return s3_server
+
+
+@pytest.fixture(scope="session")
+def s3_mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An `mlflow server` whose artifacts go to the S3 server's bucket (boto3, through the standard AWS variables)."""
+    uri, proc = start_mlflow_server(tmp_path_factory.mktemp("s3_mlflow_server"),
+                                    artifacts_destination=f"s3://{s3_server.bucket}/mlartifacts", env=s3_server.env())
+    try:
+        yield uri
+    finally:
+        stop(proc)
