@@ -1,8 +1,10 @@
 """`s4sweep sweep`: a sweep file becomes a tracked, resumable sweep run (no Ray import here: see tune_backend).
 
-Order of work, so that nothing is scheduled on a broken footing: resolve storage and the run id, prepare and scan
-every dataset, check the tracking store, create (or find again) the MLflow parent run, then hand the trials to Ray
-Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and print the comparison.
+Order of work, so that nothing is scheduled on a broken footing: resolve the storage (a path or an object store) and
+probe it, the run id, prepare and scan every dataset, check the tracking server answers, attach to Ray and have every
+other node read a probe from the storage, create (or find again) the run record and the MLflow parent run, then hand
+the trials to Ray Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and
+print the comparison.
 """
 
 from __future__ import annotations
@@ -126,11 +128,11 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         uri = tracking_uri_for(root, tracking_uri)
         state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
                               spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
+    trials, fingerprints = prepare_data(trials, root.local or s4sweep_home())
     tracking.check_reachable(uri)
     started = tune_backend.connect(address, temp_dir=ray_temp_dir)
     try:
         tune_backend.check_shared(root)  # several nodes: each must see what the driver writes there
-        trials, fingerprints = prepare_data(trials, root.local or s4sweep_home())
         tracking.init_store(uri, artifact_root=artifact_root(root))
         tracker = tracking.Tracker(uri, artifact_root=artifact_root(root))
         state = _open_run(spec, state, root, tracker, fingerprints, trigger=trigger, resume=resume)
