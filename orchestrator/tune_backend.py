@@ -43,7 +43,7 @@ class TrialPlan:
 
     configs: tuple[dict[str, Any], ...]
     names: tuple[str, ...]
-    run_dir: str
+    run_dir: str  # <storage>/sweeps/<run id>: an absolute path or an object-store URI (orchestrator/storage.py)
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
@@ -305,13 +305,16 @@ def check_shared(root: Location, *, timeout_s: float = 60.0) -> None:
     others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
     if not others:
         return
-    probe = root / f".s4sweep-probe-{here[:12]}-{os.getpid()}"
-    probe.write_text(str(time.time()))
+    probe, token = root / f".s4sweep-probe-{here[:12]}-{os.getpid()}", f"{here} {time.time()}"
+    probe.write_text(token)
     read = ray.remote(num_cpus=0, max_retries=0)(_read_probe)
     try:
         refs = {n["NodeManagerAddress"]: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(str(probe), probe.read_text()) for n in others}
+            n["NodeID"], soft=False)).remote(str(probe), token) for n in others}
         answers = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s), strict=True))
+    except ray.exceptions.GetTimeoutError:
+        raise StorageError(f"storage {root}: the nodes {', '.join(refs)} did not all answer the storage probe within "
+                           f"{timeout_s:g} s; check that every node is healthy (ray status)") from None
     finally:
         probe.delete()
     for node, problem in answers.items():
@@ -327,13 +330,16 @@ def check_shared(root: Location, *, timeout_s: float = 60.0) -> None:
 
 def _read_probe(uri: str, expected: str) -> str | None:
     """On another node: None if the probe reads back as written, else what went wrong, in words."""
-    location = open_location(uri)
+    try:
+        location = open_location(uri)
+    except StorageError as e:
+        return str(e)
     try:
         if not location.is_file():
             return "missing"
         return None if location.read_text() == expected else "different"
     except OSError as e:
-        return diagnose(e, location)
+        return f"unreadable: {e}" if location.local is not None else diagnose(e, location)
 
 
 def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, int]:

@@ -124,7 +124,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(submit_helpers, s3_server, tmp_path_factory) -> Iterator[Cluster]:
+def cluster(submit_helpers, s3_server, tmp_path_factory, request) -> Iterator[Cluster]:
     h = submit_helpers
     tmp = tmp_path_factory.mktemp("multinode")
     home, holds, private = tmp / "home", tmp / "holds", tmp / "node-local"
@@ -154,6 +154,7 @@ def cluster(submit_helpers, s3_server, tmp_path_factory) -> Iterator[Cluster]:
     temp_dirs = [temp_dir]
     try:
         c.gcs, c.dashboard = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}"
+        request.getfixturevalue("s3_mlflow_server")  # started while the head boots
         h.wait_for_job_api(c.dashboard, token, head, log)
         for node in [c.start_worker(ip, wait=False) for ip in WORKERS]:  # both at once: start-up is mostly waiting
             c.wait_started(node)
@@ -223,8 +224,6 @@ def test_a_submitted_sweep_survives_the_loss_of_a_node(cluster, s3_env, s3_mlflo
         (back, again), = cluster.held(run, lost, attempt=2, count=1).items()
         assert again["node_ip"] == "127.0.0.3"  # a surviving node
         (waiting,) = set(lost) - {back}  # node 3 is full (kept[1] and `back` hold there): it stays pending
-        time.sleep(2)
-        assert not list(cluster.holds.glob(f"held-{run}-{waiting}-2.json"))
         cluster.start_worker("127.0.0.2")  # the node comes back (a new node id): the pending trial goes there
         rejoined = cluster.held(run, [waiting], attempt=2, count=1)[waiting]
         assert rejoined["node_ip"] == "127.0.0.2" and rejoined["node_id"] != first[waiting]["node_id"]
