@@ -29,6 +29,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator import cli, runs
+from orchestrator.storage import open_location
 from orchestrator.submit import PROJECT_ROOT
 from orchestrator.tracking import Tracker
 
@@ -236,9 +237,18 @@ def test_a_submitted_sweep_survives_the_loss_of_a_node(cluster, s3_env, s3_mlflo
     text = out.read_text()
     assert f"job {run}: SUCCEEDED" in text
     assert text.count("it runs on the CPU") >= 4, text[-3000:]  # one warning line per attempt of a GPU trial
+    assert s3_server.secret_key not in text and s3_server.access_key not in text  # the job's log names no credential
 
     kids = children(s3_mlflow_server, storage(s3_server), run)
     assert sorted(kids) == names and {k.status for k in kids.values()} == {"FINISHED"}
+    first_nodes = Counter(k.tags["s4sweep.nodes"].split(",")[0] for k in kids.values())
+    assert sorted(first_nodes.values()) == [2, 2]  # the tags show the packing: two trials per node's one GPU
+    assert not any(s3_server.secret_key in v or s3_server.access_key in v for k in kids.values()
+                   for v in [*k.params.values(), *k.tags.values()])
+    trial_dirs = (open_location(storage(s3_server)) / "sweeps" / run / "tune").children()
+    assert sorted(d.name.rsplit("-", 1)[0] for d in trial_dirs if d.name.startswith("ce-")) == names
+    assert all(any(c.name.startswith("checkpoint_") for c in d.children()) for d in trial_dirs
+               if d.name.startswith("ce-"))  # Tune's checkpoints are in the bucket
     client = MlflowClient(s3_mlflow_server)
     for name, kid in kids.items():
         tags = kid.tags
