@@ -57,9 +57,6 @@ class Location:
     def is_file(self) -> bool:
         return self.fs.get_file_info(self.path).type == pafs.FileType.File
 
-    def exists(self) -> bool:
-        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
-
     def read_text(self) -> str:
         with self.fs.open_input_stream(self.path) as f:
             return f.read().decode()

@@ -58,6 +58,7 @@ class Cluster:
     home: Path  # HOME with .ray/auth_token
     holds: Path
     private: Path  # a folder that node PRIVATE_IP does not share with the others
+    can_unshare: bool  # a private mount namespace can be made here (root, or CAP_SYS_ADMIN)
     base_env: dict[str, str]
     helpers: ModuleType
     tmp: Path
@@ -74,7 +75,7 @@ class Cluster:
         for option in ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
                        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"):
             command += [option, str(h.free_port())]
-        if ip == PRIVATE_IP:  # this node sees its own empty tmpfs at self.private
+        if ip == PRIVATE_IP and self.can_unshare:  # this node sees its own empty tmpfs at self.private
             command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                        f'mount -t tmpfs s4sweep-private {self.private} && exec "$@"', "sh", *command]
         log = self.tmp / f"node-{ip}-{len(self.nodes)}.log"
@@ -124,6 +125,16 @@ class Cluster:
             (self.holds / f"release-{run}-{trial}").touch()
 
 
+def can_unshare(folder: Path) -> bool:
+    """Whether a process here may mount a tmpfs over `folder` in a mount namespace of its own (seen by it alone)."""
+    try:
+        done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f"mount -t tmpfs s4sweep-probe {folder}"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 @pytest.fixture(scope="module")
 def cluster(submit_helpers, s3_server, tmp_path_factory, request) -> Iterator[Cluster]:
     h = submit_helpers
@@ -136,7 +147,8 @@ def cluster(submit_helpers, s3_server, tmp_path_factory, request) -> Iterator[Cl
     base = {k: v for k, v in s3_server.env().items() if k not in h.FOREIGN}
     base.update(PATH=f"{BIN}{os.pathsep}{base.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
                 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")  # "0" marks the head single-node: workers refused
-    c = Cluster(gcs="", dashboard="", home=home, holds=holds, private=private, base_env=base, helpers=h, tmp=tmp)
+    c = Cluster(gcs="", dashboard="", home=home, holds=holds, private=private, can_unshare=can_unshare(private),
+                base_env=base, helpers=h, tmp=tmp)
     temp_dir = Path(tempfile.mkdtemp(prefix="s4ray-h-"))  # short: Ray's socket paths stay under ~107 characters
     gcs, dashboard = h.free_port(), h.free_port()
     ports = {"--port": gcs, "--dashboard-port": dashboard, "--ray-client-server-port": h.free_port(),
@@ -192,6 +204,9 @@ def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 
 
 def test_a_local_path_that_one_node_does_not_share_is_refused_before_any_trial(cluster, s3_mlflow_server, synth):
+    if not cluster.can_unshare:
+        pytest.skip("this machine cannot make a private mount namespace (unshare -m needs root or CAP_SYS_ADMIN), so "
+                    f"every node shares {cluster.private}")
     proc = subprocess.run([str(S4SWEEP), "sweep", str(LOSS_SPEC), "--address", cluster.gcs, "--storage",
                            str(cluster.private), "--tracking-uri", s3_mlflow_server],
                           env=cluster.env(S4SWEEP_TEST_SYNTH_ROOT=synth), capture_output=True, text=True, timeout=180)
