@@ -98,16 +98,18 @@ def open_location(given: str | Path) -> Location:
     if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:  # `C:` is a drive, not a scheme
         path = Path(text.removeprefix("file://")).expanduser().resolve()
         return Location(pafs.LocalFileSystem(), str(path))
-    if "@" in parts.netloc:
+    if "@" in parts.netloc or re.search(r"(^|&)(access_key|secret_key|session_token)=", parts.query):
         raise StorageError(f"storage {_redact(text)}: credentials in the URI would be logged and recorded; give them "
                            "through AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the node's role "
                            "(GOOGLE_APPLICATION_CREDENTIALS for gs://) and pass the bare URI")
     try:
         fs, path = pafs.FileSystem.from_uri(text)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as e:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise StorageError(f"storage {text!r}: not a filesystem this machine can open ({_one_line(e)}); use an "
                            "absolute path on shared storage or an object-store URI such as s3://bucket/prefix"
                            ) from None
+    except OSError as e:  # S3 without AWS_REGION asks the bucket for its region: the store is already in play
+        raise StorageError(f"storage {text}: {diagnose(e, text)}") from None
     return Location(fs, path.rstrip("/"), parts.scheme, parts.query)
 
 
@@ -126,22 +128,23 @@ def check_writable(root: Location) -> None:
             raise OSError("the probe file read back differs from what was written")
         probe.delete()
     except OSError as e:
-        raise StorageError(f"storage {root}: {diagnose(e, root)}") from None
+        raise StorageError(f"storage {root}: {diagnose(e, str(root))}") from None
 
 
-def diagnose(error: BaseException, root: Location) -> str:
-    """What went wrong with the store, in words, and what to do; never a credential (none is ever in the error)."""
+def diagnose(error: BaseException, uri: str) -> str:
+    """What went wrong with the store at `uri`, in words, and what to do; never a credential (none is in the error)."""
     text = _one_line(error)
-    bucket = root.path.split("/", 1)[0]
-    if root.local is not None:
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:
         return f"cannot write there ({text}); pass a folder this user can write to (--storage or S4SWEEP_HOME)"
+    bucket = parts.netloc
     if re.search(r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist", text, re.I):
-        return (f"bucket {bucket!r} does not exist ({text}); create it (aws s3 mb {root.scheme}://{bucket}) or fix "
+        return (f"bucket {bucket!r} does not exist ({text}); create it (aws s3 mb {parts.scheme}://{bucket}) or fix "
                 "the bucket name")
     if re.search(r"INVALID_ACCESS_KEY|SIGNATURE_DOES_NOT_MATCH|ACCESS_DENIED|AccessDenied|Forbidden|"
                  r"InvalidAccessKeyId|SignatureDoesNotMatch|EXPIRED_TOKEN|credential", text, re.I):
         return (f"the store refused the credentials ({text}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
-                f"AWS_PROFILE (or give the node a role) allowed to read and write {root.scheme}://{bucket}")
+                f"AWS_PROFILE (or give the node a role) allowed to read and write {parts.scheme}://{bucket}")
     if re.search(r"NETWORK_CONNECTION|curlCode|Could not connect|resolve host|timed out|Connection refused",
                  text, re.I):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the default"
@@ -156,4 +159,5 @@ def _one_line(error: BaseException) -> str:
 
 
 def _redact(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    uri = re.sub(r"//[^/@]*@", "//***@", uri)
+    return re.sub(r"((?:^|[?&])(?:access_key|secret_key|session_token)=)[^&]*", r"\1***", uri)

@@ -339,7 +339,7 @@ def _read_probe(uri: str, expected: str) -> str | None:
             return "missing"
         return None if location.read_text() == expected else "different"
     except OSError as e:
-        return f"unreadable: {e}" if location.local is not None else diagnose(e, location)
+        return f"unreadable: {e}" if location.local is not None else diagnose(e, uri)
 
 
 def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, int]:

@@ -49,12 +49,13 @@ def test_a_working_store_passes_the_probe_and_keeps_no_probe_file(s3_env, tmp_pa
     ("s3://{bucket}/x", {"AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG0"}, "the store refused the credentials"),
     ("s3://{bucket}/x", {"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "the store refused the credentials"),
     ("s3://{bucket}/x", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the store (endpoint http://127.0.0.1:9"),
-], ids=["missing-bucket", "unknown-key", "wrong-secret", "unreachable"])
+    ("s3://{bucket}/x", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": ""}, "cannot reach the store"),
+], ids=["missing-bucket", "unknown-key", "wrong-secret", "unreachable", "unreachable-no-region"])
 def test_storage_that_does_not_work_is_refused_with_one_line(s3_env, monkeypatch, uri, env, says):
     uri = uri.format(bucket=s3_env.bucket)
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(StorageError) as refused:
+        monkeypatch.setenv(name, value) if value else monkeypatch.delenv(name)
+    with pytest.raises(StorageError) as refused:  # without a region, opening the store already asks it
         check_writable(open_location(uri))
     message = str(refused.value)
     assert message.startswith(f"storage {uri}: {says}") and "\n" not in message, message
@@ -65,6 +66,8 @@ def test_credentials_in_the_uri_or_an_unknown_scheme_are_refused():
     with pytest.raises(StorageError, match=r"storage s3://\*\*\*@bucket/x: credentials in the URI") as refused:
         open_location("s3://AKIA:topsecret@bucket/x")
     assert "topsecret" not in str(refused.value)
+    with pytest.raises(StorageError, match=r"storage s3://bucket/x\?region=us-east-1&secret_key=\*\*\*: credentials"):
+        open_location("s3://bucket/x?region=us-east-1&secret_key=topsecret")
     with pytest.raises(StorageError, match="storage 'nosuch://bucket/x': not a filesystem this machine can open"):
         open_location("nosuch://bucket/x")
 
