@@ -1,6 +1,6 @@
 """What persisting checkpoints to an object store costs a trial, against local storage, in the same run.
 
-Run: `python bench/storage.py [--trials 2] [--preset tiny] [--iterations 100] [--checkpoint-every 20]`.
+Run: `python bench/storage.py [--trials 3] [--preset tiny] [--iterations 100] [--checkpoint-every 20]`.
 Two real sweeps of the same trials (private local Ray, generated data, one MLflow database beside them): one with
 `--storage` a local folder, one with `--storage s3://...` on an S3-compatible server started here (`moto_server` on
 127.0.0.1: a Python process on the same 2 cores, so read the ratio as a floor on the protocol's cost, not as a
@@ -61,7 +61,7 @@ def sweep(spec, storage: str, tracking_uri: str) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--preset", default="tiny", choices=["tiny", "micro"])
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--checkpoint-every", type=int, default=20)
