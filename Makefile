@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/report.py
 	$(PY) bench/losses.py
 	$(PY) bench/data.py
+	$(PY) bench/storage.py
 	$(PY) bench/tiny_quality.py --bf16
 	$(PY) bench/learnability.py
 

@@ -22,6 +22,7 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.runs import RunError
     from orchestrator.spec import SpecError
+    from orchestrator.storage import StorageError
     from orchestrator.submit import SubmitError
     from orchestrator.tracking import TrackingError
     from trainers.config import ConfigError
@@ -29,7 +30,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from trainers.s4gan.checkpoint import CheckpointError  # torch-free at import
 
     return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError,
-            SubmitError, CheckpointError)
+            SubmitError, CheckpointError, StorageError)
 
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -328,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the latest unfinished run of this sweep, or the named run")
     p.add_argument("--run-name", help="the new run's id (default <sweep>-<UTC timestamp>)")
     p.add_argument("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else a private local one)")
-    p.add_argument("--storage", help="run directory root or shared storage (default: $S4SWEEP_HOME, else ./runs)")
+    p.add_argument("--storage", help="run directory root: a path (shared storage on several nodes) or an object-store "
+                                     "URI, s3://bucket/prefix (default: $S4SWEEP_HOME, else ./runs)")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     _max_trials(p)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else embedded)")

@@ -52,7 +52,8 @@ PerImage = tuple[np.ndarray, np.ndarray]  # intersection, union: int64 [images, 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepRun:
-    """Where one sweep run's numbers are: its MLflow parent run, and its local run directory if this machine has it."""
+    """Where one sweep run's numbers are: its MLflow parent run, and its local run directory if this machine has it
+    (None for a run kept on an object store, or known from MLflow only)."""
 
     sweep: str
     run_id: str
@@ -115,7 +116,7 @@ def find_run(sweep: str | None, run: str | None = None, *, tracking_uri: str | N
         raise runs.RunError(f"run {state.run_id} is a run of sweep {state.sweep!r}, not of {sweep!r}")
     return SweepRun(sweep=state.sweep, run_id=state.run_id, status=state.status, experiment_id=state.experiment_id,
                     tracking_uri=tracking_uri or state.tracking_uri, parent_run_id=state.parent_run_id,
-                    run_dir=runs.run_dir(root, state.run_id), created=state.created)
+                    run_dir=runs.run_dir(root, state.run_id).local, created=state.created)
 
 
 def previous_run(current: SweepRun, *, storage: str | None = None) -> SweepRun | None:

@@ -1,9 +1,11 @@
 """Sweep-run identity and the run directory (DESIGN.md "Runs, storage and tracking").
 
 A sweep *run* is one launch of a sweep file: `<name>-<UTC timestamp>` unless `--run-name` chooses. Its state lives in
-`<storage>/sweeps/<run id>/`: `run.json` (this module), `tune/` (Ray Tune's experiment state) and `trials/<trial>/`
-(each trial's working directory). The embedded MLflow store sits at `<storage>/mlflow.db` + `<storage>/mlartifacts/`,
-shared by every run, so the MLflow UI shows all sweeps together.
+`<storage>/sweeps/<run id>/`: `run.json` (this module), `tune/` (Ray Tune's experiment state and the trials'
+checkpoints) and, on a filesystem, `trials/<trial>/` (each trial's working directory; on an object store the
+working directories are node-local scratch). The storage is a local or shared path or an object-store URI
+(orchestrator/storage.py). The embedded MLflow store sits at `<storage>/mlflow.db` + `<storage>/mlartifacts/`,
+shared by every run, so the MLflow UI shows all sweeps together; an object store needs a tracking server instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from orchestrator.storage import Location, open_location
 
 Status = Literal["running", "finished", "interrupted", "failed"]
 RUN_FILE = "run.json"
@@ -43,17 +47,18 @@ class RunState:
     trigger: str = "manual"
 
 
-def storage_root(storage: str | None) -> Path:
-    """--storage, else $S4SWEEP_HOME, else ./runs; always absolute (Tune changes each trial's working directory).
+Root = Location | Path | str
 
-    A shared filesystem path (NFS, EFS mounted at the same path on every node) is what multi-node runs need;
-    object-store URIs are not supported yet (run state, trial directories and generated data are plain files).
-    """
-    chosen = storage or os.environ.get("S4SWEEP_HOME") or "runs"
-    if "://" in chosen:
-        raise RunError(f"storage {chosen!r}: object-store URIs are not supported yet; mount shared storage "
-                       "(NFS/EFS) at the same path on every node and pass that path")
-    return Path(chosen).expanduser().resolve()
+
+def storage_root(storage: str | None) -> Location:
+    """--storage, else $S4SWEEP_HOME, else ./runs; a path is made absolute (Tune changes each trial's working
+    directory). On several nodes it must be shared storage (NFS, EFS at the same path everywhere) or an object-store
+    URI such as s3://bucket/prefix; the driver checks both before anything is scheduled."""
+    return open_location(storage or os.environ.get("S4SWEEP_HOME") or "runs")
+
+
+def as_location(root: Root) -> Location:
+    return root if isinstance(root, Location) else open_location(root)
 
 
 def new_run_id(sweep: str, *, run_name: str | None = None, now: datetime | None = None) -> str:
@@ -64,40 +69,43 @@ def new_run_id(sweep: str, *, run_name: str | None = None, now: datetime | None 
     return f"{sweep}-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def run_dir(root: Path, run_id: str) -> Path:
-    return root / "sweeps" / run_id
+def run_dir(root: Root, run_id: str) -> Location:
+    return as_location(root) / "sweeps" / run_id
 
 
-def save(root: Path, state: RunState) -> RunState:
-    path = run_dir(root, state.run_id) / RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RUN_FILE}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(state), indent=1, sort_keys=True))
-    os.replace(tmp, path)
+def save(root: Root, state: RunState) -> RunState:
+    (run_dir(root, state.run_id) / RUN_FILE).write_text(json.dumps(asdict(state), indent=1, sort_keys=True))
     return state
 
 
-def create(root: Path, state: RunState) -> RunState:
-    if (run_dir(root, state.run_id) / RUN_FILE).exists():
-        raise RunError(f"run {state.run_id} already exists under {root / 'sweeps'}; choose another --run-name "
-                       f"or continue it with --resume {state.run_id}")
+def create(root: Root, state: RunState) -> RunState:
+    if (run_dir(root, state.run_id) / RUN_FILE).is_file():
+        raise RunError(f"run {state.run_id} already exists under {as_location(root) / 'sweeps'}; choose another "
+                       f"--run-name or continue it with --resume {state.run_id}")
     created = state.created or datetime.now(UTC).isoformat(timespec="seconds")
     return save(root, replace(state, created=created))
 
 
-def remove(root: Path, run_id: str) -> None:
+def remove(root: Root, run_id: str) -> None:
     """Delete a run's directory: only for a run whose launch failed before anything ran."""
-    shutil.rmtree(run_dir(root, run_id), ignore_errors=True)
+    folder = run_dir(root, run_id)
+    if folder.local is not None:
+        shutil.rmtree(folder.local, ignore_errors=True)
+        return
+    try:
+        folder.fs.delete_dir(folder.path)
+    except OSError:  # already gone, or never written
+        pass
 
 
-def load(root: Path, run_id: str) -> RunState:
+def load(root: Root, run_id: str) -> RunState:
     path = run_dir(root, run_id) / RUN_FILE
     if not path.is_file():
-        raise RunError(f"no run {run_id!r} under {root / 'sweeps'}")
+        raise RunError(f"no run {run_id!r} under {as_location(root) / 'sweeps'}")
     return _read(path)
 
 
-def _read(path: Path) -> RunState:
+def _read(path: Location) -> RunState:
     try:
         data = json.loads(path.read_text())
         return RunState(**data)
@@ -105,17 +113,18 @@ def _read(path: Path) -> RunState:
         raise RunError(f"{path}: not a run record s4sweep wrote ({e}); move it away or restore it") from None
 
 
-def check_restorable(directory: Path) -> None:
+def check_restorable(directory: Location) -> None:
     """Refuse to restore Ray Tune state that someone else could have written.
 
     Tune's experiment state is cloudpickle (tuner.pkl, the trials' and the searcher's state) and Ray has no
     weights_only-style loader for it: restoring runs whatever the pickles say. So `--resume` unpickles only a tune/
     directory whose every file and folder this user owns and neither group nor others may write (as ssh treats
-    ~/.ssh), with one line naming the first one that breaks the rule."""
-    uid = os.geteuid()
-    if not directory.is_dir():
+    ~/.ssh), with one line naming the first one that breaks the rule. On an object store there are no owners or
+    modes to read: who may write the state is the bucket policy's and the credentials' business."""
+    if directory.local is None or not directory.local.is_dir():
         return
-    for path in [directory, *sorted(directory.rglob("*"))]:
+    uid = os.geteuid()
+    for path in [directory.local, *sorted(directory.local.rglob("*"))]:
         try:
             info = path.stat()  # through a symlink: what Tune would read
         except OSError:
@@ -127,22 +136,25 @@ def check_restorable(directory: Path) -> None:
                            f"`chmod -R go-w {directory}` (and chown them to yourself)")
 
 
-def update(root: Path, state: RunState, **changes: object) -> RunState:
+def update(root: Root, state: RunState, **changes: object) -> RunState:
     return save(root, replace(state, **changes))  # type: ignore[arg-type]
 
 
-def runs_of(root: Path, sweep: str) -> list[RunState]:
+def runs_of(root: Root, sweep: str) -> list[RunState]:
     """Every run of a sweep, oldest first."""
     found = []
-    for path in sorted((root / "sweeps").glob(f"*/{RUN_FILE}")):
+    for folder in (as_location(root) / "sweeps").children():
+        path = folder / RUN_FILE
+        if not path.is_file():
+            continue
         state = _read(path)
         if state.sweep == sweep:
             found.append(state)
     return sorted(found, key=lambda s: (s.created, s.run_id))
 
 
-def latest(root: Path, sweep: str, *, statuses: tuple[Status, ...]) -> RunState:
+def latest(root: Root, sweep: str, *, statuses: tuple[Status, ...]) -> RunState:
     matching = [s for s in runs_of(root, sweep) if s.status in statuses]
     if not matching:
-        raise RunError(f"no {' or '.join(statuses)} run of sweep {sweep!r} under {root / 'sweeps'}")
+        raise RunError(f"no {' or '.join(statuses)} run of sweep {sweep!r} under {as_location(root) / 'sweeps'}")
     return matching[-1]

@@ -1,9 +1,10 @@
 """`s4sweep sweep`: a sweep file becomes a tracked, resumable sweep run (no Ray import here: see tune_backend).
 
-Order of work, so that nothing is scheduled on a broken footing: resolve storage and the run id, prepare and scan
-every dataset, check the tracking store, attach to Ray, create (or find again) the MLflow parent run, then hand the
-trials to Ray Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and print the
-comparison. A launch that fails leaves no run record without its parent run, and no parent run RUNNING.
+Order of work, so that nothing is scheduled on a broken footing: resolve the storage (a path or an object store) and
+probe it, the run id, prepare and scan every dataset, check the tracking server answers, attach to Ray and have every
+other node read a probe from the storage, create (or find again) the run record and the MLflow parent run, then hand
+the trials to Ray Tune; afterwards reconcile orphaned child runs, close the parent with the sweep's status and
+print the comparison. A launch that fails leaves no run record without its parent run, and no parent run RUNNING.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
+from orchestrator.storage import Location
 from trainers.config import TrialConfig
-from trainers.data import DataError, dataset_info, resolve_root
+from trainers.data import DataError, dataset_info, resolve_root, s4sweep_home
 from trainers.data.check import scan_dataset
 
 log = logging.getLogger(__name__)
@@ -34,11 +36,24 @@ class SweepOutcome:
     table: str
 
 
-def tracking_uri_for(root: Path, given: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the storage root."""
+def tracking_uri_for(root: Location, given: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in the storage root (a local one:
+    an object store cannot hold a database that several processes write)."""
     from orchestrator.tracking import embedded_uri
 
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(root)
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if root.local is None:
+        raise runs.RunError(f"storage {root}: an object store keeps no embedded MLflow store; pass --tracking-uri "
+                            "http://<mlflow server> (or set MLFLOW_TRACKING_URI); the server may keep its artifacts "
+                            f"in the same store (mlflow server --artifacts-destination {root}/mlartifacts)")
+    return embedded_uri(root.local)
+
+
+def artifact_root(root: Location) -> Path | str:
+    """Where a database tracking store keeps artifacts: beside the runs, on the filesystem or the object store."""
+    return root.local / "mlartifacts" if root.local is not None else str(root / "mlartifacts")
 
 
 def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfig], dict[str, str]]:
@@ -100,6 +115,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
            tracking_uri: str | None = None, address: str | None = None, max_concurrent: int | None = None,
            trigger: str = "manual", ray_temp_dir: str | None = None) -> SweepOutcome:
     """Start a new run of `spec` (or continue one: `resume` = a run id, or "" for the latest unfinished)."""
+    from orchestrator import storage as store
     from orchestrator import tracking, tune_backend
 
     root = runs.storage_root(storage)
@@ -107,6 +123,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
     if isinstance(spec.search, OptunaSearch) and len(trials) > 1:
         raise runs.RunError(f"{spec.source}: an Optuna search runs one seed; set `base.seed` instead of a seed axis "
                             "(replicate the best point afterwards with a grid sweep)")
+    store.check_writable(root)  # an unreachable endpoint, a missing bucket, refused credentials: stop here
     if resume is not None:
         state = runs.load(root, resume) if resume else runs.latest(root, spec.name, statuses=("running", "interrupted"))
         runs.check_restorable(runs.run_dir(root, state.run_id) / "tune")  # before anything unpickles it
@@ -116,15 +133,15 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         tracking.check_uri(uri)  # a URI of the wrong kind is refused before any data is generated or scanned
         state = runs.RunState(sweep=spec.name, run_id=runs.new_run_id(spec.name, run_name=run_name),
                               spec_path=spec.source, spec_sha256=spec.sha256, tracking_uri=uri, trigger=trigger)
-    trials, fingerprints = prepare_data(trials, root)
+    trials, fingerprints = prepare_data(trials, root.local or s4sweep_home())
     tracking.check_reachable(uri)
-    tracking.init_store(uri)
-    tracker = tracking.Tracker(uri, artifact_root=root / "mlartifacts")
-    experiment = tracker.experiment(spec.name)
     # Ray before the run record and the parent run: a cluster that cannot be reached leaves neither behind
     started = tune_backend.connect(address, temp_dir=ray_temp_dir)
     try:
-        state = _open_run(spec, root, state, tracker, experiment, fingerprints, resume=resume is not None)
+        tune_backend.check_shared(root)  # several nodes: each must see what the driver writes there
+        tracking.init_store(uri, artifact_root=artifact_root(root))
+        tracker = tracking.Tracker(uri, artifact_root=artifact_root(root))
+        state = _open_run(spec, state, root, tracker, fingerprints, resume=resume is not None)
         plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
         try:
             outcomes = tune_backend.run(plan, resume=resume is not None)
@@ -135,14 +152,17 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
             raise
     finally:
         tune_backend.shutdown(started)
-    tracker.reconcile(experiment, state.parent_run_id)
+    tracker.reconcile(state.experiment_id, state.parent_run_id)
     return _finish(spec, root, state, tracker, outcomes)
 
 
-def _open_run(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, experiment: str,
-              fingerprints: dict[str, str], *, resume: bool) -> runs.RunState:
+def _open_run(spec: SweepSpec, state: runs.RunState, root: Location, tracker: Any, fingerprints: dict[str, str], *,
+              resume: bool) -> runs.RunState:
     """A new run's record and MLflow parent run (a parent that cannot be created takes the record with it), or a
     resumed run's parent put back to RUNNING with its orphaned children marked KILLED."""
+    from orchestrator.tracking import environment_info
+
+    experiment = tracker.experiment(spec.name)
     if resume:
         tracker.resume(state.parent_run_id)
         killed = tracker.reconcile(experiment, state.parent_run_id)
@@ -153,14 +173,12 @@ def _open_run(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, e
     try:
         parent = tracker.start_parent(experiment, run_name=state.run_id, tags={
             "s4sweep.sweep": spec.name, "s4sweep.run": state.run_id, "s4sweep.spec_sha256": spec.sha256,
-            "s4sweep.git_sha": git_sha(), "s4sweep.trigger": state.trigger,
+            "s4sweep.git_sha": git_sha(), "s4sweep.trigger": state.trigger, "s4sweep.storage": str(root),
             **{f"s4sweep.data.{k}": v for k, v in fingerprints.items()}})
     except BaseException:
         runs.remove(root, state.run_id)
         raise
     try:
-        from orchestrator.tracking import environment_info
-
         tracker.log_dict(parent, environment_info(), "environment.json")
         tracker.log_artifact(parent, Path(spec.source)) if Path(spec.source).is_file() else None
     except BaseException as e:
@@ -170,7 +188,7 @@ def _open_run(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, e
     return runs.update(root, state, experiment_id=experiment, parent_run_id=parent, status="running")
 
 
-def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Path, state: runs.RunState, uri: str,
+def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Location, state: runs.RunState, uri: str,
           max_concurrent: int | None) -> Any:
     from orchestrator.tune_backend import TrialPlan
 
@@ -189,7 +207,7 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Pa
         max_concurrent=max_concurrent, max_device_hours=spec.max_gpu_hours, fault=json.loads(fault) if fault else None)
 
 
-def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, outcomes: list[Any]) -> SweepOutcome:
+def _finish(spec: SweepSpec, root: Location, state: runs.RunState, tracker: Any, outcomes: list[Any]) -> SweepOutcome:
     errors = [o for o in outcomes if o.status == "error"]
     unfinished = [o for o in outcomes if o.status == "unfinished"]
     children = tracker.children(state.experiment_id, state.parent_run_id)
@@ -213,11 +231,13 @@ def _finish(spec: SweepSpec, root: Path, state: runs.RunState, tracker: Any, out
     return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)
 
 
-def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *, metric: str, root: Path) -> None:
+def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *, metric: str,
+                      root: Location) -> None:
     """The best finished trial's final generator (weights + resolved config) as `best_model/` on the parent run.
 
-    Only the generator: it is what `s4sweep eval` and users need; D and the optimiser states stay in the trial's
-    own checkpoints (Tune keeps two per trial).
+    Taken from the trial's latest Tune checkpoint in the run's storage (local, shared or an object store), which is
+    where a trial that moved between nodes left it. Only the generator: it is what `s4sweep eval` and users need;
+    D and the optimiser states stay in the trial's checkpoints (Tune keeps two per trial).
     """
     import tempfile
 
@@ -229,17 +249,21 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
     if not scored:
         return
     best = max(scored, key=lambda c: c.metrics[metric])
-    found = sorted((runs.run_dir(root, state.run_id) / "trials" / best.name / "checkpoints").glob("checkpoint_*"))
+    trial_dirs = [d for d in (runs.run_dir(root, state.run_id) / "tune").children()
+                  if d.name.startswith(f"{best.name}-")]
+    found = sorted((c for d in trial_dirs for c in d.children() if c.name.startswith("checkpoint_")),
+                   key=lambda c: c.name)
     if not found:
-        log.warning("best trial %s has no local checkpoint to export", best.name)
+        log.warning("best trial %s has no checkpoint in %s to export", best.name, runs.run_dir(root, state.run_id))
         return
     with tempfile.TemporaryDirectory() as tmp:
+        local = found[-1].download(Path(tmp) / "checkpoint")
         out = Path(tmp) / "best_model"
         out.mkdir()
-        torch.save(ckpt.load(found[-1])["generator"], out / "generator.pt")
-        (out / ckpt.CONFIG_FILE).write_text((found[-1] / ckpt.CONFIG_FILE).read_text())
+        torch.save(ckpt.load(local)["generator"], out / "generator.pt")
+        (out / ckpt.CONFIG_FILE).write_text((local / ckpt.CONFIG_FILE).read_text())
         (out / "selected.json").write_text(json.dumps({"trial": best.name, "run_id": best.run_id, metric:
-                                                       best.metrics[metric], "checkpoint": found[-1].name}))
+                                                       best.metrics[metric], "checkpoint": str(found[-1])}))
         tracker.log_artifact(state.parent_run_id, out, artifact_path="best_model")
     log.info("exported the generator of %s (%s %.4f) to the parent run as best_model/", best.name, metric,
              best.metrics[metric])

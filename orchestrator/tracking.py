@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -37,6 +38,10 @@ import sqlalchemy.exc
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
+# Artifacts come through the tracking server, which every client reaches. With S3 behind the server, MLflow would
+# otherwise fetch them by presigned URLs straight from the bucket: a laptop that cannot reach the bucket then retries
+# for minutes. Set it to true where clients reach the bucket and artifacts are large.
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -86,7 +91,7 @@ def embedded_uri(run_root: Path) -> str:
     return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
 
 
-def init_store(uri: str, *, artifact_root: Path | None = None) -> None:
+def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:
     """Create the database schema once, from the driver, before any trial opens the store; no-op for a server."""
     scheme = _scheme(uri)
     if scheme in SERVER_SCHEMES:
@@ -172,7 +177,7 @@ class Tracker:
     """Explicit-run-id MLflow calls for one store. Writes that can be repeated safely retry transient failures
     (connection errors, 5xx, 429, a locked database) `TRIES` times with backoff, then raise TrackingError."""
 
-    def __init__(self, uri: str, *, artifact_root: Path | None = None) -> None:
+    def __init__(self, uri: str, *, artifact_root: Path | str | None = None) -> None:
         scheme = _scheme(uri)
         if scheme == "sqlite" and not _sqlite_file(uri).exists():
             raise TrackingError(f"tracking store {uri}: no such database file {_sqlite_file(uri)} (nothing was "
@@ -187,7 +192,7 @@ class Tracker:
     def experiment(self, name: str) -> str:
         found = self._call(f"get experiment {name!r}", functools.partial(self._client.get_experiment_by_name, name))
         if found is None:
-            location = None if self._artifact_root is None else str(self._artifact_root / _safe_dirname(name))
+            location = None if self._artifact_root is None else f"{self._artifact_root}/{_safe_dirname(name)}"
             try:
                 return self._client.create_experiment(name, artifact_location=location)
             except MlflowException as e:
@@ -299,6 +304,18 @@ class Tracker:
         if orphans:
             log.warning("marked %d orphaned child run(s) of %s KILLED: %s", len(orphans), parent_id, orphans)
         return orphans
+
+    def last_steps(self, run_id: str) -> dict[str, int]:
+        """The highest step of every metric a run has so far (a retried trial logs only beyond these)."""
+        keys = list(self.run(run_id).metrics)
+
+        def last(key: str) -> int:
+            history = self._call(f"read metric {key!r} of run {run_id}",
+                                 functools.partial(self._client.get_metric_history, run_id, key))
+            return max((m.step for m in history), default=-1)
+
+        with ThreadPoolExecutor(4) as pool:
+            return dict(zip(keys, pool.map(last, keys), strict=True))
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) sorted by step, keeping the last value logged at each step (a restored trial replays steps)."""
@@ -445,7 +462,10 @@ def _sqlite_file(uri: str) -> Path:
     return Path(database).resolve()
 
 
-def _artifact_root(uri: str, given: Path | None) -> Path:
+def _artifact_root(uri: str, given: Path | str | None) -> Path | str:
+    """A local folder (absolute), or an object-store URI kept as given (s3://bucket/prefix/mlartifacts)."""
+    if isinstance(given, str) and "://" in given:
+        return given.rstrip("/")
     if given is not None:
         return Path(given).resolve()
     if _scheme(uri) == "sqlite":

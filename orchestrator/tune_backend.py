@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +25,9 @@ from ray import tune
 from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import JsonLoggerCallback
 
+from orchestrator import faults
 from orchestrator.runs import DATA_FAILURE
+from orchestrator.storage import Location, StorageError, diagnose, open_location
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
 from trainers.config import TrialConfig
@@ -44,7 +46,7 @@ class TrialPlan:
 
     configs: tuple[dict[str, Any], ...]
     names: tuple[str, ...]
-    run_dir: str
+    run_dir: str  # <storage>/sweeps/<run id>: an absolute path or an object-store URI (orchestrator/storage.py)
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
@@ -74,16 +76,26 @@ class TrialOutcome:
 
 
 class TuneReporter:
-    """Forwards the trainer's numbers to MLflow, and its checkpoints (with the MLflow run id inside) to Tune."""
+    """Forwards the trainer's numbers to MLflow, and its checkpoints (with the MLflow run id inside) to Tune.
 
-    def __init__(self, tracker: Tracker, run_id: str, *, trial: str, fault: Mapping[str, Any] | None) -> None:
-        self.tracker, self.run_id, self.trial, self.fault = tracker, run_id, trial, fault
+    A retried or restored trial replays the iterations after its last checkpoint: `logged` holds, per metric, the
+    highest step its run has already, and nothing at or below it is logged again, so the run's history has every
+    step once, with no gap (the replay is the same computation: the checkpoint restores the RNG and the data order).
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, *, trial: str, plan: TrialPlan, attempt: int = 1,
+                 logged: Mapping[str, int] | None = None, where: Mapping[str, Any] | None = None) -> None:
+        self.tracker, self.run_id, self.trial, self.plan, self.attempt = tracker, run_id, trial, plan, attempt
+        self.logged = dict(logged or {})
+        self.where = dict(where or {})
         self.tracking_s = 0.0  # time spent in MLflow calls: the logging overhead bench/sweep_overhead.py reports
+        self.checkpoint_s = 0.0  # time spent persisting checkpoints to the storage: bench/storage.py reports it
+        self.checkpoint_mib = 0.0
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        t = time.perf_counter()
-        self.tracker.log_metrics(self.run_id, step, values)
-        self.tracking_s += time.perf_counter() - t
+        self._log(step, values)
+        faults.at_metrics(self.plan.fault, run=self.plan.sweep_run, trial=self.trial, step=step,
+                          attempt=self.attempt, where=self.where)
 
     def artifact(self, path: Path) -> None:
         t = time.perf_counter()
@@ -91,40 +103,57 @@ class TuneReporter:
         self.tracking_s += time.perf_counter() - t
 
     def checkpoint(self, step: int, directory: Path, values: Mapping[str, float]) -> None:
-        (directory / TRACKING_FILE).write_text(json.dumps({"run_id": self.run_id, "trial": self.trial}))
-        tune.report({**values, ITERATION: step}, checkpoint=Checkpoint.from_directory(str(directory)))
-        self._maybe_inject_fault(step)
+        (directory / TRACKING_FILE).write_text(json.dumps({"run_id": self.run_id, "trial": self.trial,
+                                                           "iteration": step}))
+        size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+        t = time.perf_counter()
+        tune.report({**values, ITERATION: step}, checkpoint=Checkpoint.from_directory(str(directory)))  # persists it
+        self.checkpoint_s += time.perf_counter() - t
+        self.checkpoint_mib += size / 2**20
+        faults.at_checkpoint(self.plan.fault, trial=self.trial, step=step)
 
     def result(self, result: TrialResult) -> None:
         self.tracker.log_dict(self.run_id, {"iterations": result.iterations, "wall_s": result.wall_s,
+                                            "checkpoint_s": self.checkpoint_s, "checkpoint_mib": self.checkpoint_mib,
                                             **result.info}, "trial_info.json")
-        self.tracker.log_metrics(self.run_id, result.iterations,
-                                 {M.TRIAL_TIME: result.wall_s, M.TRACKING_TIME: self.tracking_s})
+        self._log(result.iterations, {M.TRIAL_TIME: result.wall_s, M.TRACKING_TIME: self.tracking_s,
+                                      M.CHECKPOINT_TIME: self.checkpoint_s, M.CHECKPOINT_MIB: self.checkpoint_mib})
 
-    def _maybe_inject_fault(self, step: int) -> None:
-        """Fail once at a chosen trial and iteration (the marker file makes it once): failure tests only."""
-        f = self.fault
-        if not f or f.get("trial") != self.trial or int(f.get("at_iteration", -1)) != step:
-            return
-        marker = Path(f["marker"])
-        if marker.exists():
-            return
-        marker.write_text(f"{self.trial}@{step}")
-        if f.get("kind") == "sigkill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"injected fault in {self.trial} at iteration {step}")
+    def _log(self, step: int, values: Mapping[str, float]) -> None:
+        fresh = {k: v for k, v in values.items() if step > self.logged.get(k, -1)}
+        if fresh:
+            t = time.perf_counter()
+            self.tracker.log_metrics(self.run_id, step, fresh)
+            self.tracking_s += time.perf_counter() - t
 
 
-def _restored_checkpoint(workdir: Path) -> tuple[Path | None, str | None]:
-    """The checkpoint Tune hands a retried or restored trial, copied locally, and the MLflow run id inside it."""
+def _restored_checkpoint(workdir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint Tune hands a retried or restored trial, copied locally, and its tracking.json (run id, trial,
+    iteration)."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, None
+        return None, {}
     local = workdir / "restored"
     shutil.rmtree(local, ignore_errors=True)
     checkpoint.to_directory(str(local))
-    run_id = json.loads((local / TRACKING_FILE).read_text())["run_id"]
-    return local, run_id
+    return local, json.loads((local / TRACKING_FILE).read_text())
+
+
+def trial_workdir(plan: TrialPlan, name: str) -> Path:
+    """The trial's working directory: under the run directory on a filesystem; node-local scratch beside an object
+    store (what matters leaves it through Tune's checkpoints and MLflow)."""
+    local = open_location(plan.run_dir).local
+    if local is not None:
+        return local / "trials" / name
+    return Path(os.environ.get("S4SWEEP_SCRATCH") or tempfile.gettempdir()) / "s4sweep" / plan.sweep_run / name
+
+
+def placement(plan: TrialPlan, device: str) -> dict[str, str]:
+    """Where this attempt runs, as child-run tags: node, GPU ids and fraction Ray gave it, the torch device."""
+    context = ray.get_runtime_context()
+    return {"s4sweep.node_id": context.get_node_id(), "s4sweep.node_ip": ray.util.get_node_ip_address(),
+            "s4sweep.gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()), "s4sweep.gpu": f"{plan.gpu:g}",
+            "s4sweep.device": device, "s4sweep.attempt_started": f"{time.time():.3f}"}
 
 
 def optuna_trial_name(template: str, params: Mapping[str, Any]) -> str:
@@ -136,7 +165,8 @@ def optuna_trial_name(template: str, params: Mapping[str, Any]) -> str:
 def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     """The function trainable: one s4GAN trial, its MLflow child run, and its Tune checkpoints."""
     from orchestrator.spec import apply_params
-    from trainers.s4gan.train import train
+    from trainers.data import ensure_generated
+    from trainers.s4gan.train import resolve_device, train
 
     index = int(config["trial"])
     cfg = TrialConfig.from_dict(plan.configs[index])
@@ -147,26 +177,47 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
         name = optuna_trial_name(name, params)
     threads = max(1, int(plan.cpu))
     cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
-    workdir = Path(plan.run_dir) / "trials" / name
-    failure = workdir / DATA_FAILURE
+    workdir = trial_workdir(plan, name)
+    # in the run's storage, not the (maybe node-local) working directory: the driver reads it when the sweep ends
+    failure = open_location(plan.run_dir) / "trials" / name / DATA_FAILURE
     if failure.is_file():  # failed on a broken file (a restore after a crash of the driver): nothing to redo
         return
-    resume, run_id = _restored_checkpoint(workdir)
+    resume, restored = _restored_checkpoint(workdir)
+    run_id = restored.get("run_id")
     if resume is None and Budget.exhausted(plan):
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / SKIPPED).write_text(f"max_gpu_hours {plan.max_device_hours} spent before this trial started")
+        (open_location(plan.run_dir) / "trials" / name / SKIPPED).write_text(
+            f"max_gpu_hours {plan.max_device_hours} spent before this trial started")
         return
+    for es in (cfg.dataset, *cfg.eval):  # generated data the driver made on its own disk: made again on this node
+        ensure_generated(es.name, es.root, synth_images=cfg.dataset.synth_images)
+    device = resolve_device(cfg.device.device).type
+    where = placement(plan, device)
+    if plan.gpu > 0 and device != "cuda":
+        log.warning("trial %s: Ray scheduled %g GPU for it (GPU id %s on node %s) but no CUDA device is visible "
+                    "there: it runs on the CPU", name, plan.gpu, where["s4sweep.gpu_ids"] or "-",
+                    where["s4sweep.node_ip"])
     tracker = Tracker(plan.tracking_uri)
     if run_id is None:  # a retry that failed before its first checkpoint keeps its run too
         run_id = next((c.run_id for c in tracker.children(plan.experiment_id, plan.parent_run_id)
                        if c.tags.get("s4sweep.trial") == name), None)
+    attempt, logged = 1, {}
     if run_id is None:
         run_id = tracker.start_child(plan.experiment_id, plan.parent_run_id, run_name=name, params=cfg.to_dict(),
                                      tags={"s4sweep.trial": name, "s4sweep.run": plan.sweep_run,
-                                           "s4sweep.tune_trial_id": tune.get_context().get_trial_id() or ""})
+                                           "s4sweep.tune_trial_id": tune.get_context().get_trial_id() or "",
+                                           "s4sweep.nodes": where["s4sweep.node_id"], "s4sweep.attempt": "1",
+                                           "s4sweep.restored_from": "", **where})
     else:
         tracker.resume(run_id)
-    reporter = TuneReporter(tracker, run_id, trial=name, fault=plan.fault)
+        before = tracker.run(run_id).tags
+        attempt = int(before.get("s4sweep.attempt", "1")) + 1
+        logged = tracker.last_steps(run_id)
+        tracker.set_tags(run_id, {**where, "s4sweep.attempt": str(attempt),
+                                  "s4sweep.nodes": ",".join(filter(None, [before.get("s4sweep.nodes"),
+                                                                          where["s4sweep.node_id"]])),
+                                  "s4sweep.restored_from": str(restored.get("iteration", ""))})
+    where = {"node_ip": where["s4sweep.node_ip"], "node_id": where["s4sweep.node_id"]}
+    reporter = TuneReporter(tracker, run_id, trial=name, plan=plan, attempt=attempt, logged=logged, where=where)
     try:
         train(cfg, reporter=reporter, workdir=workdir, resume=resume)
     except BrokenDuringTrainingError as e:
@@ -274,6 +325,54 @@ def _check_gcs(address: str, timeout_s: float = 5.0) -> None:
                        "`ray start --head`, or leave --address and RAY_ADDRESS out for a private local one") from None
 
 
+def check_shared(root: Location, *, timeout_s: float = 60.0) -> None:
+    """On a cluster of several nodes, every other node must read what the driver writes under `root`: a probe file
+    written here is read back by a task pinned to each other live node. Catches a local path that is not shared
+    storage, and a node that cannot reach or authenticate to the object store; one line names the node and the fix.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here]
+    if not others:
+        return
+    probe, token = root / f".s4sweep-probe-{here[:12]}-{os.getpid()}", f"{here} {time.time()}"
+    probe.write_text(token)
+    read = ray.remote(num_cpus=0, max_retries=0)(_read_probe)
+    try:
+        refs = {n["NodeManagerAddress"]: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(probe), token) for n in others}
+        answers = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s), strict=True))
+    except ray.exceptions.GetTimeoutError:
+        raise StorageError(f"storage {root}: the nodes {', '.join(refs)} did not all answer the storage probe within "
+                           f"{timeout_s:g} s; check that every node is healthy (ray status)") from None
+    finally:
+        probe.delete()
+    for node, problem in answers.items():
+        if problem is None:
+            continue
+        if root.local is not None:
+            raise StorageError(f"storage {root} is not shared: a file the driver wrote there is {problem} on node "
+                               f"{node}; on several nodes --storage must be shared storage mounted at the same path "
+                               "on every node (NFS, EFS) or an object-store URI such as s3://bucket/prefix")
+        raise StorageError(f"storage {root}: node {node} cannot read what the driver wrote there ({problem}); give "
+                           "every node the same endpoint and credentials (AWS_* variables, a profile or a role)")
+
+
+def _read_probe(uri: str, expected: str) -> str | None:
+    """On another node: None if the probe reads back as written, else what went wrong, in words."""
+    try:
+        location = open_location(uri)
+    except StorageError as e:
+        return str(e)
+    try:
+        if not location.is_file():
+            return "missing"
+        return None if location.read_text() == expected else "different"
+    except OSError as e:
+        return f"unreadable: {e}" if location.local is not None else diagnose(e, uri)
+
+
 def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, int]:
     scheduler = None
     if plan.asha:
@@ -301,7 +400,8 @@ def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, in
 
 def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) -> list[TrialOutcome]:
     """Run (or continue) the trials of one sweep run; returns one outcome per Tune trial."""
-    tune_dir = Path(plan.run_dir) / "tune"
+    run_dir = open_location(plan.run_dir)
+    tune_dir = run_dir / "tune"  # a local path or a URI: Tune's own storage handling (pyarrow.fs) takes either
     # our own MLflow child runs carry the metrics: no TensorBoard or CSV logger in every trial directory; the JSON
     # one stays (below), since Tune's result grid reads it back
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -324,22 +424,22 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                                    trial_name_creator=lambda t: _trial_name(plan, t.config),
                                    trial_dirname_creator=lambda t: f"{_trial_name(plan, t.config)}-{t.trial_id}"),
             run_config=RunConfig(
-                name="tune", storage_path=str(Path(plan.run_dir)), verbose=0,
+                name="tune", storage_path=str(run_dir), verbose=0,
                 failure_config=FailureConfig(max_failures=plan.max_failures),
                 # two checkpoints per trial are kept (the best by the sweep metric and the latest); the trainer
                 # keeps its own last two locally
                 checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=plan.metric,
                                                    checkpoint_score_order=plan.mode),
-                callbacks=[progress, Budget(plan), TrialStatusLog(Path(plan.run_dir), plan), JsonLoggerCallback(),
+                callbacks=[progress, Budget(plan), TrialStatusLog(run_dir, plan), JsonLoggerCallback(),
                            *(callbacks or [])]))
     results = tuner.fit()  # returns normally after Ctrl-C too: the caller decides from the outcomes
     errors = {_trial_name(plan, r.config or {}): f"{type(r.error).__name__}: {r.error}"
               for r in results if r.error is not None}
-    ended = TrialStatusLog.read(Path(plan.run_dir))
+    ended = TrialStatusLog.read(run_dir)
     names = list(plan.names) if plan.optuna_space is None else list(ended)
-    skipped = {n for n in names if (Path(plan.run_dir) / "trials" / n / SKIPPED).exists()}
+    skipped = {n for n in names if (run_dir / "trials" / n / SKIPPED).is_file()}
     for n in names:  # trials that met a broken file returned to Tune, but failed
-        failure = Path(plan.run_dir) / "trials" / n / DATA_FAILURE
+        failure = run_dir / "trials" / n / DATA_FAILURE
         if failure.is_file():
             errors[n] = failure.read_text()
     outcomes = [TrialOutcome(n, "skipped" if n in skipped else ended.get(n, "unfinished"), errors.get(n), {})
@@ -360,14 +460,14 @@ class Budget(tune.Callback):
     FILE = "budget.json"
 
     def __init__(self, plan: TrialPlan) -> None:
-        self.path = Path(plan.run_dir) / self.FILE
+        self.path = open_location(plan.run_dir) / self.FILE
         self.per_hour = plan.gpu if plan.gpu > 0 else plan.cpu
         self.finished_h = float(json.loads(self.path.read_text())["finished_h"]) if self.path.is_file() else 0.0
         self.started: dict[str, float] = {}
 
     @classmethod
     def exhausted(cls, plan: TrialPlan) -> bool:
-        path = Path(plan.run_dir) / cls.FILE
+        path = open_location(plan.run_dir) / cls.FILE
         if plan.max_device_hours is None or not path.is_file():
             return False
         return float(json.loads(path.read_text())["spent_h"]) >= plan.max_device_hours
@@ -375,9 +475,7 @@ class Budget(tune.Callback):
     def _write(self) -> None:
         now = time.monotonic()
         running_h = sum(now - t for t in self.started.values()) / 3600 * self.per_hour
-        tmp = self.path.with_name(f".{self.FILE}.tmp")
-        tmp.write_text(json.dumps({"finished_h": self.finished_h, "spent_h": self.finished_h + running_h}))
-        os.replace(tmp, self.path)
+        self.path.write_text(json.dumps({"finished_h": self.finished_h, "spent_h": self.finished_h + running_h}))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started[str(trial)] = time.monotonic()
@@ -408,23 +506,21 @@ class TrialStatusLog(tune.Callback):
 
     FILE = "trial_status.json"
 
-    def __init__(self, run_dir: Path, plan: TrialPlan) -> None:
-        self.path, self.plan = run_dir / self.FILE, plan
+    def __init__(self, run_dir: Location, plan: TrialPlan) -> None:
+        self.run_dir, self.path, self.plan = run_dir, run_dir / self.FILE, plan
 
     @classmethod
-    def read(cls, run_dir: Path) -> dict[str, str]:
+    def read(cls, run_dir: Location) -> dict[str, str]:
         path = run_dir / cls.FILE
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _write(self, trial: Any, status: str) -> None:
-        ended = self.read(self.path.parent)
+        ended = self.read(self.run_dir)
         ended[_trial_name(self.plan, trial.config)] = status
-        tmp = self.path.with_name(f".{self.FILE}.tmp")
-        tmp.write_text(json.dumps(ended, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        self.path.write_text(json.dumps(ended, indent=1, sort_keys=True))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        failed = (self.path.parent / "trials" / _trial_name(self.plan, trial.config) / DATA_FAILURE).is_file()
+        failed = (self.run_dir / "trials" / _trial_name(self.plan, trial.config) / DATA_FAILURE).is_file()
         self._write(trial, "error" if failed else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

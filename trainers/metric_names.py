@@ -18,6 +18,8 @@ LR = "train/lr"
 STEP_TIME = "time/step_s"
 TRIAL_TIME = "time/trial_s"  # wall time of the whole trial, logged once at its end
 TRACKING_TIME = "time/tracking_s"  # of which spent in tracking calls (MLflow), logged by the orchestrator
+CHECKPOINT_TIME = "time/checkpoint_s"  # of which spent persisting checkpoints to the run's storage (this attempt)
+CHECKPOINT_MIB = "checkpoint/mib"  # MiB of checkpoints persisted to the run's storage (this attempt)
 ITERATION = "iteration"
 
 TRAIN_KEYS = (LOSS_SUP, LOSS_FM, LOSS_ST, LOSS_D, ST_ACCEPT_RATE, LR, STEP_TIME)

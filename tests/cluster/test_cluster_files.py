@@ -166,7 +166,12 @@ def test_the_launcher_yaml_validates_against_the_schema_in_the_ray_wheel():
     assert any(t["resources"].get("GPU") for t in config["available_node_types"].values())
     run_options = " ".join(config["docker"]["run_options"])
     assert "RAY_AUTH_MODE=token" in run_options and "RAY_AUTH_TOKEN=" not in run_options  # a path, never the token
-    assert "S4SWEEP_HOME=/mnt/shared/" in run_options and "--volume /mnt/shared:/mnt/shared" in run_options
+    # run state in the object store, credentials from the nodes' role (never keys in the file), datasets on EFS
+    assert "S4SWEEP_HOME=s3://" in run_options and "--volume /mnt/shared:/mnt/shared" in run_options
+    assert "AWS_ACCESS_KEY_ID" not in run_options and "AWS_SECRET_ACCESS_KEY" not in run_options
+    for name, node_type in config["available_node_types"].items():
+        assert node_type["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::"), name
+        assert node_type["node_config"]["MetadataOptions"]["HttpPutResponseHopLimit"] >= 2, name  # from a container
     assert re.search(r"MLFLOW_TRACKING_URI=https?://", run_options)
 
 
@@ -204,15 +209,26 @@ def test_secrets_come_from_kubernetes_secrets_never_inline():
             assert spec["authOptions"] == {"mode": "token", "secretName": "s4sweep-ray-token"}, path.name
 
 
-def test_the_ray_pods_reach_the_mlflow_service_and_the_shared_volume():
+def test_the_ray_pods_reach_the_mlflow_service_the_runs_bucket_and_the_shared_volume():
     service = next(d for _, d in manifests() if d["kind"] == "Service")
     claim = next(d for _, d in manifests() if d["kind"] == "PersistentVolumeClaim")
+    server = next(d for _, d in manifests() if d["kind"] == "Deployment")
     uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    artifacts = pod_env(server)["MLFLOW_ARTIFACTS_DESTINATION"]
     envs = [v for _, d in manifests() if d["kind"] in RAY_KINDS for k, v in walk(d) if k.endswith("containers[].env")]
     assert len(envs) == 6  # head and workers of the RayCluster, the RayJob and the RayCronJob
     for env in envs:
         values = {e["name"]: e.get("value") for e in env}
-        assert values["MLFLOW_TRACKING_URI"] == uri and values["S4SWEEP_HOME"].startswith("/mnt/shared/")
+        assert values["MLFLOW_TRACKING_URI"] == uri and values["S4SWEEP_HOME"].startswith("s3://")
+        assert values["S4SWEEP_HOME"].split("/")[2] == artifacts.split("/")[2]  # one bucket: runs and artifacts
+    # every pod that touches the bucket has its role (a service account) or, optionally, a Secret with static keys
+    pods = [v for _, d in manifests() for k, v in walk(d) if k.endswith("template.spec") and "containers" in v]
+    assert len(pods) == 7  # the six Ray pods and the MLflow server
+    for pod in pods:
+        assert pod["serviceAccountName"] == "s4sweep-storage"
+        for container in pod["containers"]:
+            assert {"name": "s4sweep-object-store", "optional": True} in [e.get("secretRef") for e in
+                                                                           container["envFrom"]]
     claims = {v["claimName"] for _, d in manifests() for k, v in walk(d) if k.endswith("persistentVolumeClaim")}
     assert claims == {claim["metadata"]["name"]}
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]

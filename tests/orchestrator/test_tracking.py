@@ -143,6 +143,17 @@ def test_resume_reopens_an_ended_run_and_history_keeps_the_last_value_per_step(
     assert [c.run_id for c in tracker.children(experiment, parent)] == [child]  # continued, not duplicated
 
 
+def test_last_steps_are_what_a_resumed_trial_must_not_log_again(tracker: Tracker, experiment: str) -> None:
+    parent = tracker.start_parent(experiment, run_name="last-steps", tags={})
+    child = tracker.start_child(experiment, parent, run_name="ce-s0", params={"seed": 0}, tags={})
+    assert tracker.last_steps(child) == {}
+    for step in (2, 4, 6, 8):  # the lost attempt logged up to 8; its last checkpoint was at 6
+        tracker.log_metrics(child, step, {"train/loss_sup": 1.0 / step})
+    tracker.log_metrics(child, 6, {"val/synth/miou": 0.1})
+    tracker.log_metrics(child, 3, {"val/synth/miou": 0.05})  # the highest step counts, not the latest call
+    assert tracker.last_steps(child) == {"train/loss_sup": 8, "val/synth/miou": 6}
+
+
 def test_reconcile_kills_running_orphans_and_keeps_live_trials(store: str, tracker: Tracker, experiment: str) -> None:
     parent = tracker.start_parent(experiment, run_name="reconcile", tags={})
     orphan, live, done = (tracker.start_child(experiment, parent, run_name=name, params={}, tags={})

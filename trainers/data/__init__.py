@@ -11,6 +11,7 @@ and EvalSetConfig chooses); `DATASETS[name]` is its default label set (IDD: leve
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,8 +112,13 @@ def data_identity(info: DatasetInfo) -> dict[str, str]:
 
 
 def s4sweep_home() -> Path:
-    """Where runs and generated data live: $S4SWEEP_HOME, else ./runs (resolved to an absolute path)."""
-    return Path(os.environ.get("S4SWEEP_HOME") or "runs").expanduser().resolve()
+    """Where runs and generated data live: $S4SWEEP_HOME, else ./runs (resolved to an absolute path). When
+    $S4SWEEP_HOME is an object-store URI, generated data goes to node-local scratch, <tmp>/s4sweep (a trial on a node
+    that lacks it generates it again: ensure_generated)."""
+    home = os.environ.get("S4SWEEP_HOME") or "runs"
+    if "://" in home and not home.startswith("file://"):
+        return Path(tempfile.gettempdir()) / "s4sweep"
+    return Path(home.removeprefix("file://")).expanduser().resolve()
 
 
 def synth_val_images(n_train: int) -> int:
@@ -129,6 +135,16 @@ def synth_root(n_train: int, home: Path | None = None, *, name: str = "synth") -
     else:
         from trainers.data.synth import GENERATOR_VERSION
     return (home or s4sweep_home()) / "data" / f"{name}-{n_train}-v{GENERATOR_VERSION}"
+
+
+def ensure_generated(name: str, root: str | None, *, synth_images: int) -> None:
+    """Generated data at `root` made again if this node lacks it (the driver generated it on its own disk beside an
+    object-store run): the same scenes (seed 0) at the same path; a complete set is reused, not rewritten."""
+    if root is None or not dataset_info(name).generated:
+        return
+    path = Path(root)
+    if path.parent.name == "data" and path == synth_root(synth_images, path.parents[1], name=name):
+        resolve_root(name, None, synth_images=synth_images, home=path.parents[1])
 
 
 def resolve_root(name: str, root: str | None, *, synth_images: int, home: Path | None = None) -> Path:
