@@ -88,6 +88,12 @@ def _parse_checked(data: object, *, source: str, env: Mapping[str, str], sha256:
         raise SpecError(f"search.optuna.num_samples: {search.num_samples} trials, more than the limit of "
                         f"{max_trials}; pass --max-trials {search.num_samples} to run them all")
     points = build_points(base, grid, eval_sets, resources)
+    for point in points:  # Ray Tune requires the sweep's metric in every result, checkpoints included
+        sched = point.config.schedule
+        if sched.checkpoint_every < min(sched.eval_every, sched.iterations):
+            fail("schedule.checkpoint_every", f"must be >= schedule.eval_every ({sched.eval_every}): a checkpoint "
+                 "reports the sweep's metric, and this one would come before the first evaluation",
+                 sched.checkpoint_every)
     eval_keys = [e.metric_key for e in points[0].config.eval]
     if isinstance(search, OptunaSearch):
         _check_metric("search.optuna.metric", search.metric, eval_keys)

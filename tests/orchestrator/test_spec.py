@@ -122,12 +122,14 @@ def test_every_shipped_space_loads(path: Path) -> None:
 
 
 def test_describe_smoke() -> None:
-    text = describe(load_spec(resolve_spec_path(None)), seconds_per_iter={"tiny": 0.2})
+    spec = load_spec(resolve_spec_path(None))
+    text = describe(spec, seconds_per_iter={"tiny": 0.2})
+    n = spec.trials()[0].schedule.iterations  # smoke's own, shorter than the preset's
     lines = text.splitlines()
     assert lines[0] == "6 trials"
     rows = {line.split("|")[0].strip(): line.split("|")[1].strip() for line in lines if "|" in line}
     assert rows["loss.name"] == "ce, focal, combo" and rows["seed"] == "0, 1"
-    expected = f"x {TINY_ITERATIONS} iterations x 0.2 s (tiny) per iteration = {6 * TINY_ITERATIONS * 0.2 / 3600:.3g}"
+    expected = f"x {n} iterations x 0.2 s (tiny) per iteration = {6 * n * 0.2 / 3600:.3g}"
     assert expected + " CPU-hours" in text
     assert "resources per trial: 1 CPU, 0 GPU" in text and "wall time here" in text
 
@@ -234,6 +236,8 @@ REFUSALS = [  # (id, change, what the message must contain: key path and value)
     ("asha reduction factor", _edit("scheduler", {"asha": {"grace_iters": 10, "reduction_factor": 1}}),
      ["scheduler.asha.reduction_factor", "> 1", "1"]),
     ("cpu device with a gpu", _edit("base/device", {"device": "cpu"}), ["base.device.device", "idle", "'cpu'"]),
+    ("checkpoint before the first evaluation", _edit("base/schedule", {"eval_every": 400, "checkpoint_every": 200}),
+     ["schedule.checkpoint_every", ">= schedule.eval_every (400)", "200"]),
 ]
 
 
