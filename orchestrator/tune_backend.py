@@ -421,6 +421,10 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
             param_space=param_space,
             tune_config=TuneConfig(metric=plan.metric, mode=plan.mode, search_alg=search, scheduler=scheduler,
                                    num_samples=num_samples, max_concurrent_trials=plan.max_concurrent,
+                                   # a finished trial's worker process runs the next one: no new Python and no second
+                                   # import of torch, torchvision and MLflow per trial (the demo's trials followed
+                                   # each other 4 s apart without it, at once with it, on a 2-core machine)
+                                   reuse_actors=True,
                                    trial_name_creator=lambda t: _trial_name(plan, t.config),
                                    trial_dirname_creator=lambda t: f"{_trial_name(plan, t.config)}-{t.trial_id}"),
             run_config=RunConfig(

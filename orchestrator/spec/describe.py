@@ -22,13 +22,14 @@ from orchestrator.spec.model import (
 from trainers.config import TrialConfig
 
 # Seconds per training iteration of one trial on one CPU thread (torch.set_num_threads(1)) on this project's
-# 2-core machine: micro 0.023 s (2026-11-25, the train_step loop of bench/trainer_step.py); tiny 0.14 s (2026-12-01,
-# a whole trial's wall time over its 600 iterations, evaluation and start-up included: 80-88 s per trial in
-# `make demo`, two at a time). The paper model on CPU is the reference's 10.3 s at batch 2+2+2 and
-# 256x512 (issue notes), so about 40 s at the preset's batch 8. No GPU figure has been measured (no GPU was at hand):
-# a GPU sweep's estimate says so and shows the CPU figure for scale, in CPU-hours, never as GPU-hours.
+# 2-core machine: micro 0.023 s (2026-11-25, the train_step loop of bench/trainer_step.py); tiny 0.1 s (2026-12-07, a
+# whole trial's wall time over its iterations, evaluation and start-up included: 40-45 s per 400-iteration trial and
+# 55-60 s per 600-iteration one in `s4sweep sweep`, two at a time). The paper model on CPU is the reference's 10.3 s
+# at batch 2+2+2 and 256x512 (issue notes), so about 40 s at the preset's batch 8. No GPU figure has been measured
+# (no GPU was at hand): a GPU sweep's estimate says so and shows the CPU figure for scale, in CPU-hours, never as
+# GPU-hours.
 SECONDS_PER_ITER: dict[str, dict[str, float]] = {
-    "cpu": {"tiny": 0.14, "micro": 0.023, "paper": 41.2},
+    "cpu": {"tiny": 0.1, "micro": 0.023, "paper": 41.2},
     "gpu": {},
 }
 
@@ -113,7 +114,7 @@ def _show_scheduler(scheduler: NoScheduler | ASHAScheduler) -> str:
 
 class _Figures(NamedTuple):
     seconds: list[float]  # per trial: iterations x seconds per iteration of its preset
-    text: str  # `6 trials x 600 iterations x 0.14 s (tiny) per iteration`
+    text: str  # `6 trials x 400 iterations x 0.1 s (tiny) per iteration`
     missing: list[str]  # presets without a figure (then `seconds` is empty)
 
 
