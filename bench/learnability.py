@@ -2,8 +2,8 @@
 
 Run: `python bench/learnability.py [--iterations N] [--lr LR] [--seed S] [--threads T]` (or `make bench`).
 Trains the `tiny` model supervised-only (`s4gan.gan: false`: no discriminator, no unlabeled images) on the preset's
-generated data for long enough to converge (default 6000 iterations at lr 0.003, ten times a demo trial's length
-at three times its learning rate; about 4 minutes at 2 threads), then scores the validation scenes. It prints, per
+generated data for long enough to converge (default 6000 iterations at the preset's lr 3e-3, ten times the
+preset's length; 156 s at 2 threads), then scores the validation scenes. It prints, per
 class, its share of the labeled split's pixels, the labeled images that contain it, its validation IoU and where
 its pixels went. The floors the generated data must meet (issue #17):
 - every class reaches IoU > 0, and at least 15 of the 19 reach IoU > 20 (%);
