@@ -70,9 +70,11 @@ class ClassTable:
         return tuple(r for r in self.rows if r not in (*SUMMARY_ROWS, RARE_ROW))
 
     def best(self) -> np.ndarray:
-        """bool [rows, columns]: the row's highest mean (all of them on a tie), none where every column is equal."""
-        top, bottom = np.nanmax(self.mean, axis=1, keepdims=True), np.nanmin(self.mean, axis=1, keepdims=True)
-        return (self.mean == top) & (top > bottom)
+        """bool [rows, columns]: the row's highest mean (all of them on a tie), none where every column is equal,
+        judged at the precision the tables print (0.1 point), so no cell is bold beside an equal-looking one."""
+        shown = np.round(100 * self.mean, 1)
+        top, bottom = np.nanmax(shown, axis=1, keepdims=True), np.nanmin(shown, axis=1, keepdims=True)
+        return (shown == top) & (top > bottom)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -298,3 +298,16 @@ def test_a_class_missing_from_some_trials_is_counted_and_named():
     state = RunState(sweep="gaps", run_id="gaps-1", spec_path="<dict>", spec_sha256="", tracking_uri="")
     text = comparison_table(spec, state, kids, status="finished")
     assert "- ce: no value for car in 1 of 2 trials (its mean is over the others)" in text
+
+
+def test_bold_is_judged_at_the_printed_precision():
+    """A row whose means print alike (0.0 beside 0.0) has no bold cell; a real lead is bold, ties share it."""
+    from orchestrator.report.tables import ClassTable
+
+    mean = np.array([[0.0, 0.0004, 0.0], [0.20, 0.25, 0.25], [0.5, 0.5, 0.5]])
+    nan = np.full_like(mean, np.nan)
+    table = ClassTable(train="synth", eval="synth", axis="loss", columns=("ce", "focal", "combo"), trials=(2, 2, 2),
+                       baseline="ce", rows=("wall", "road", "car"), mean=mean, std=nan, delta=nan, low=nan, high=nan,
+                       holds=np.full(mean.shape, -1, np.int8), share=None, counts=np.full(mean.shape, 2),
+                       compared=(False, True, True), trains=("synth",) * 3)
+    assert table.best().tolist() == [[False, False, False], [False, True, True], [False, False, False]]
