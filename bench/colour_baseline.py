@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainers.data import IMAGENET_MEAN, IMAGENET_STD, synth_val_images
 from trainers.data.cityscapes import find_pairs, read_image, read_label
 from trainers.data.labels import CITYSCAPES
+from trainers.data.roots import synth_val_images
 from trainers.data.synth import SIZE, generate
+from trainers.data.tables import IMAGENET_MEAN, IMAGENET_STD
 from trainers.metrics import iou_from_confusion
 from trainers.presets import preset_dict
 

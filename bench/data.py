@@ -31,7 +31,6 @@ import torch
 from PIL import Image
 
 from trainers.config import DatasetConfig
-from trainers.data import dataset_info
 from trainers.data.cityscapes import find_pairs, read_image, read_label
 from trainers.data.idd import find_pairs as find_idd_pairs
 from trainers.data.idd import prepare_file
@@ -39,6 +38,7 @@ from trainers.data.labels_idd import LABEL_SETS
 from trainers.data.pipeline import ScaledCache, TrainSet
 from trainers.data.synth import generate
 from trainers.data.synth_idd import paint, road_users, scene_objects
+from trainers.data.tables import dataset_info
 
 GPU_IMAGES_PER_S = 240  # 24 images per iteration at 0.1 s/iteration
 

@@ -24,7 +24,7 @@ from colour_baseline import baselines, miou  # bench/ is run as scripts: a sibli
 
 from trainers import metric_names as M
 from trainers.config import TrialConfig
-from trainers.data import synth_root
+from trainers.data.roots import synth_root
 from trainers.reporting import ListReporter
 from trainers.s4gan.train import train
 

@@ -26,7 +26,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.submit import SubmitError
     from orchestrator.tracking import TrackingError
     from trainers.config import ConfigError
-    from trainers.data import DataError
+    from trainers.data.tables import DataError
     from trainers.s4gan.checkpoint import CheckpointError  # torch-free at import
 
     return (UsageError, SpecError, ConfigError, DataError, FileNotFoundError, RunError, TrackingError,
@@ -101,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from trainers.data import synth_val_images
+    from trainers.data.roots import synth_val_images
 
     n_val = args.n_val if args.n_val is not None else synth_val_images(args.n)
     out = Path(args.out).resolve()

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from orchestrator import runs
 from trainers import metric_names as M
-from trainers.data import DataError, dataset_info
+from trainers.data.tables import DataError, dataset_info
 
 log = logging.getLogger(__name__)
 ENDED: tuple[runs.Status, ...] = ("finished", "failed")  # runs that stopped by themselves (some trials may have failed)

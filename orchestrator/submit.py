@@ -199,7 +199,7 @@ def submit(sub: Submission, *, address: str, wait: bool, echo: Callable[[str], N
 
     if "://" in address and urlparse(address).scheme not in ("http", "https"):  # ray://: Ray Client, 30 s to fail
         raise SubmitError(f"--address {address}: not the job API; give the dashboard's URL, http://<head>:8265")
-    jobs = RayJobs(address)
+    jobs = RayJobs(address, error=SubmitError)
     cluster = probe(jobs, f"{sub.submission_id}-versions-{secrets.token_hex(3)}")
     echo(f"cluster {address}: Ray {cluster['ray']}, s4sweep {cluster['s4sweep']}, Python {cluster['python']} "
          f"({cluster['executable']})")

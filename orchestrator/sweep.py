@@ -21,8 +21,9 @@ from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
 from orchestrator.storage import Location
 from trainers.config import TrialConfig
-from trainers.data import DataError, dataset_info, resolve_root, s4sweep_home
 from trainers.data.check import scan_dataset
+from trainers.data.roots import resolve_root, s4sweep_home
+from trainers.data.tables import DataError, dataset_info
 
 log = logging.getLogger(__name__)
 INTERRUPTED = 130
@@ -60,9 +61,9 @@ def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfi
     """Resolve every dataset root to an absolute path (generating `synth`/`synth_idd` data under `home` where needed),
     check every evaluation set's remap, and scan each tree once per label set; any broken file stops the launch
     here. Returns the trials with their roots filled in."""
-    from trainers.data import data_identity, split_pairs
     from trainers.data.cityscapes import file_list_hash
     from trainers.data.remap import eval_remaps
+    from trainers.data.roots import data_identity, split_pairs
 
     fingerprints: dict[str, str] = {}
     scanned: set[tuple[Path, str]] = set()

@@ -8,6 +8,7 @@ overrides, rejects unknown keys and converts types; `to_dict` gives the fully re
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -16,13 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from trainers.data.remap import remap_from_text
+from trainers.data.tables import DATASETS, LABEL_SETS, dataset_info
+from trainers.errors import ConfigError
+from trainers.presets import deep_merge, preset_dict
+
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 Backbone = Literal["resnet101", "resnet50", "tiny"]
 BNMode = Literal["train_frozen_affine", "eval_frozen", "trainable"]
-
-
-class ConfigError(ValueError):
-    """A configuration value breaks a rule; the message names the field, the rule and the value."""
 
 
 def _require(ok: bool, path: str, rule: str, value: object) -> None:
@@ -35,14 +37,10 @@ def _positive_pair(path: str, value: tuple[int, int]) -> None:
 
 
 def _check_dataset_name(path: str, name: str) -> None:
-    from trainers.data import DATASETS  # late: the data layer builds on this module
-
     _require(name in DATASETS, path, f"must be one of {', '.join(sorted(DATASETS))}", name)
 
 
 def _check_label_set(path: str, name: str, label_set: str | None) -> None:
-    from trainers.data import LABEL_SETS
-
     valid = LABEL_SETS[name]
     _require(label_set is None or label_set in valid, path, f"must be one of {', '.join(valid)} for {name}",
              label_set)
@@ -52,7 +50,7 @@ def _check_label_set(path: str, name: str, label_set: str | None) -> None:
 class DatasetConfig:
     """Where the training images come from and how they are cut into crops."""
 
-    name: str = "synth"  # a key of trainers.data.DATASETS
+    name: str = "synth"  # a key of trainers.data.tables.DATASETS
     root: str | None = None  # None for `synth`: generated on first use under the run directory
     label_set: str | None = None  # dataset-specific (IDD: level1..level4, cs19); None = the dataset's default
     labeled_ratio: float = 0.125  # labeled subset = first int(ratio * N) of a split_seed permutation
@@ -90,8 +88,6 @@ class EvalSetConfig:
     key: str | None = None  # metric prefix; defaults to `name`
 
     def __post_init__(self) -> None:
-        from trainers.data import dataset_info
-
         _check_dataset_name("eval.name", self.name)
         _check_label_set("eval.label_set", self.name, self.label_set)
         if self.eval_size is None:
@@ -100,8 +96,6 @@ class EvalSetConfig:
         _require(self.max_images is None or self.max_images > 0, "eval.max_images", "must be > 0", self.max_images)
         _require(self.split in ("train", "val"), "eval.split", "must be 'train' or 'val'", self.split)
         if self.remap is not None:  # a malformed remap, or one that is not a function, fails here
-            from trainers.data.remap import remap_from_text
-
             target = remap_from_text(self.remap).target
             scored = dataset_info(self.name, self.label_set).label_set
             _require(target == scored, "eval.remap", f"must end in {self.name}'s label set {scored}", self.remap)
@@ -156,7 +150,7 @@ class LossConfig:
     options: Mapping[str, float | str | tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from trainers.losses import validate_loss_options  # late: the registry imports torch
+        from trainers.losses.options import validate_loss_options  # late: the losses package imports torch
 
         object.__setattr__(self, "options", FrozenDict(validate_loss_options(self.name, self.options)))
 
@@ -292,8 +286,6 @@ class TrialConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
         """Preset defaults, overridden by `data` (nested dicts merge key by key; lists replace)."""
-        from trainers.presets import preset_dict  # presets build on this module
-
         preset = data.get("preset", "paper")
         merged = deep_merge(preset_dict(preset), dict(data))
         if isinstance(merged.get("loss"), Mapping):
@@ -305,6 +297,13 @@ class TrialConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrialConfig:
         return TrialConfig.from_dict(deep_merge(self.to_dict(), dict(overrides)))
+
+    def with_params(self, params: Mapping[str, Any]) -> TrialConfig:
+        """This config with dotted params set (`{"loss.gamma": 2.0}`): how an Optuna sample becomes a trial."""
+        data = self.to_dict()
+        for path, value in params.items():
+            data = set_param(data, path, value)
+        return TrialConfig.from_dict(data)
 
 
 # --- dict <-> dataclass ---------------------------------------------------------------------------------------
@@ -322,14 +321,18 @@ def fold_loss_options(loss: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": loss.get("name", "ce"), "options": options}
 
 
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        # a loss block replaces the preset's loss whole: options of one loss mean nothing to another
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in ("loss", "options"):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
+def set_param(data: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `data` with the dotted `path` set; a mapping merges into what is there, except a whole `loss`."""
+    out = copy.deepcopy(_to_plain(data))
+    *parents, leaf = path.split(".")
+    node = out
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    old, new = node.get(leaf), copy.deepcopy(_to_plain(value))
+    merge = isinstance(old, dict) and isinstance(new, dict) and path != "loss"
+    node[leaf] = deep_merge(old, new) if merge else new
     return out
 
 

@@ -11,9 +11,22 @@ A preset is a plain nested dict of overrides on the dataclass defaults (which ar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from trainers.config import ConfigError, deep_merge
+from trainers.errors import ConfigError
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`: nested mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        # a loss block replaces the preset's loss whole: options of one loss mean nothing to another
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in ("loss", "options"):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 _PAPER: dict[str, Any] = {
     "model": {"backbone": "resnet101"},

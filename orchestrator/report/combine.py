@@ -114,7 +114,7 @@ def _qualified(ct: ClassTable, i: int, run_id: str, label: Any) -> ClassTable:
 
 def _eval_identity(res: R.SweepResults, ct: ClassTable) -> tuple[Any, ...]:
     """What one evaluation key must mean in every run for its tables to be merged."""
-    from trainers.data import dataset_info
+    from trainers.data.tables import dataset_info
 
     params = next((p for p in res.params.values() if R.training_set(p) == ct.train), {})
     es = R.eval_sets(params).get(ct.eval)

@@ -31,8 +31,8 @@ def eval_class_share(res: R.SweepResults, train: str, eval_key: str,
     labeled_pixel_share) carried through the evaluation set's remap; None when `share` is."""
     if share is None:
         return None
-    from trainers.data import dataset_info
     from trainers.data.remap import remap_from_text
+    from trainers.data.tables import dataset_info
 
     params = next(p for p in res.params.values() if R.training_set(p) == train)
     label_set = params.get("dataset.label_set")
@@ -60,9 +60,10 @@ def labeled_pixel_share(res: R.SweepResults, train: str) -> np.ndarray | None:
     splits = {(p.get("dataset.root"), p.get("dataset.labeled_ratio"), p.get("split_seed")) for p in trials}
     if not splits or any(root in (None, "None") or not Path(root).is_dir() for root, _, _ in splits):
         return None
-    from trainers.data import DataError, dataset_info, split_pairs  # the pipeline imports torch: only when needed
     from trainers.data.pipeline import labeled_split
+    from trainers.data.roots import split_pairs
     from trainers.data.stats import class_pixel_counts
+    from trainers.data.tables import DataError, dataset_info  # the pipeline imports torch: only when needed
 
     label_set = trials[0].get("dataset.label_set")
     shares = []

@@ -10,7 +10,7 @@ in it, the broken rule and the value (`x.yaml: grid.loss[1].lambda[0]: ... must 
     parse.py     load_spec / parse_spec: `${VAR}` substitution, every section checked
     axes.py      the `grid:` section -> GridAxis (loss options expand inside their loss)
     model.py     SweepSpec and its parts (Resources, GridAxis, searches, schedulers)
-    points.py    grid points -> TrialConfigs; errors moved to the file's key path; apply_params
+    points.py    grid points -> TrialConfigs; errors moved to the file's key path
     names.py     readable trial names (`focal-g2-l1-s0`)
     describe.py  the --dry-run text: warnings, evaluation sets, compute estimate per device kind
     rules.py     SpecError and the shared checks
@@ -28,7 +28,6 @@ from orchestrator.spec.model import (
     SweepSpec,
 )
 from orchestrator.spec.parse import DEFAULT_MAX_TRIALS, load_spec, parse_spec
-from orchestrator.spec.points import apply_params
 from orchestrator.spec.rules import SpecError
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "Resources",
     "SpecError",
     "SweepSpec",
-    "apply_params",
     "describe",
     "load_spec",
     "parse_spec",

@@ -14,7 +14,7 @@ from orchestrator.spec.model import GridAxis
 from orchestrator.spec.points import freeze
 from orchestrator.spec.rules import SpecError, fail
 from trainers.config import ConfigError, TrialConfig, fold_loss_options
-from trainers.losses import LOSSES, validate_loss_options
+from trainers.losses.options import OPTIONS, validate_loss_options
 
 
 def parse_grid(raw: object, *, max_trials: int) -> tuple[GridAxis, ...]:
@@ -74,9 +74,9 @@ def loss_variants(entries: list[Any]) -> list[LossVariants]:
         except ConfigError as e:  # `loss.name: expected a string, ...`
             raise SpecError(f"{where}{str(e).removeprefix('loss')}") from None
         name = folded["name"]
-        if not isinstance(name, str) or name not in LOSSES:
-            fail(f"{where}.name", f"unknown loss; valid losses are {', '.join(sorted(LOSSES))}", name)
-        options = LOSSES[name].options
+        if not isinstance(name, str) or name not in OPTIONS:
+            fail(f"{where}.name", f"unknown loss; valid losses are {', '.join(sorted(OPTIONS))}", name)
+        options = OPTIONS[name]
         alternatives: list[list[tuple[Any, str]]] = []
         for key, value in folded["options"].items():
             if key not in options:

@@ -76,7 +76,7 @@ def weight_warnings(trials: list[TrialConfig]) -> list[str]:
 
 def _eval_lines(cfg: TrialConfig) -> list[str]:
     """Each evaluation set with its label set, class count and remap: what the per-class tables will hold."""
-    from trainers.data import dataset_info
+    from trainers.data.tables import dataset_info
 
     lines = ["evaluation sets:"]
     for es in cfg.eval:

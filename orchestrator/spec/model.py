@@ -143,7 +143,7 @@ class SweepSpec:
 
     def trials(self) -> list[TrialConfig]:
         """The grid's cross product, axes in file order (the last axis varies fastest). With Optuna: one
-        config per `seed` value, onto which each sampled point is applied (`apply_params`)."""
+        config per `seed` value, onto which each sampled point is applied (`TrialConfig.with_params`)."""
         return [p.config for p in self._points]
 
     def trial_names(self) -> list[str]:

@@ -26,9 +26,9 @@ from orchestrator.spec.model import (
     Resources,
     SweepSpec,
 )
-from orchestrator.spec.points import build_config, build_points, freeze, set_param, trial_data
+from orchestrator.spec.points import build_config, build_points, freeze, trial_data
 from orchestrator.spec.rules import SpecError, check_keys, fail, number
-from trainers.config import ConfigError, FrozenDict, TrialConfig
+from trainers.config import ConfigError, FrozenDict, TrialConfig, set_param
 
 DEFAULT_MAX_TRIALS = 1000  # a sweep of more trials is refused unless --max-trials raises the limit
 TOP_KEYS = ("name", "description", "base", "grid", "eval", "resources", "search", "scheduler",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrator.spec.rules import SpecError
-from trainers.config import ConfigError, FrozenDict, TrialConfig, deep_merge
+from trainers.config import ConfigError, FrozenDict, TrialConfig, set_param
 
 if TYPE_CHECKING:
     from orchestrator.spec.model import GridAxis, Resources
@@ -21,29 +21,6 @@ if TYPE_CHECKING:
 class Point(NamedTuple):
     config: TrialConfig
     picks: tuple[int, ...]  # the value index on each grid axis
-
-
-def apply_params(cfg: TrialConfig, params: Mapping[str, Any]) -> TrialConfig:
-    """`cfg` with dotted params set (`{"loss.gamma": 2.0}`): how an Optuna sample becomes a trial."""
-    data = cfg.to_dict()
-    for path, value in params.items():
-        data = set_param(data, path, value)
-    return TrialConfig.from_dict(data)
-
-
-def set_param(data: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of `data` with `path` set; a mapping merges into what is there, except a whole `loss`."""
-    out = thaw(data)  # a deep copy
-    *parents, leaf = path.split(".")
-    node = out
-    for key in parents:
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        node = node[key]
-    old, new = node.get(leaf), thaw(value)
-    merge = isinstance(old, dict) and isinstance(new, dict) and path != "loss"
-    node[leaf] = deep_merge(old, new) if merge else new
-    return out
 
 
 def trial_data(base: Mapping[str, Any], eval_sets: Any, resources: Resources) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def cluster(submit_helpers, s3_server, tmp_path_factory, request) -> Iterator[Cl
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> str:
-    from trainers.data import resolve_root
+    from trainers.data.roots import resolve_root
 
     return str(resolve_root("synth", None, synth_images=8, home=tmp_path_factory.mktemp("datasets")))
 

@@ -2,16 +2,16 @@
 
 import logging
 
-from orchestrator import tune_backend
-from orchestrator.tune_backend import Progress
+from orchestrator.tune_backend import callbacks
+from orchestrator.tune_backend.callbacks import Progress
 
 
 def test_time_left_uses_the_slots_actually_running(monkeypatch, caplog):
     now = [0.0]
-    monkeypatch.setattr(tune_backend.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: now[0])
     # no --max-concurrent: the cap defaults to the trial count, but the cluster runs two at a time
     progress = Progress(total=18, metric="val/synth/miou", mode="max", concurrency=18)
-    with caplog.at_level(logging.INFO, logger=tune_backend.log.name):
+    with caplog.at_level(logging.INFO, logger=callbacks.log.name):
         for trial in ("a", "b"):
             progress.on_trial_start(0, [], trial)
         now[0] = 60.0

@@ -14,7 +14,6 @@ from orchestrator.spec import (
     ASHAScheduler,
     OptunaSearch,
     SpecError,
-    apply_params,
     describe,
     load_spec,
     parse_spec,
@@ -295,7 +294,7 @@ def test_optuna_keeps_seeds_and_describes_a_budget() -> None:
     assert text.splitlines()[0] == "12 trials (Optuna TPE budget)"
     assert "loss.gamma" in text and "log scale" in text and "max_gpu_hours 2" in text
     assert "compute on GPU: no GPU figure measured for preset tiny" in text  # never CPU seconds as GPU-hours
-    sampled = apply_params(spec.trials()[1], {"loss.gamma": 3.5, "loss.lambda": 2})
+    sampled = spec.trials()[1].with_params({"loss.gamma": 3.5, "loss.lambda": 2})
     assert sampled.loss.options == {"gamma": 3.5, "lambda": 2.0} and sampled.seed == 1
 
 

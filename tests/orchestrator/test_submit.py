@@ -271,7 +271,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
 
 
 def synth_root(tmp: Path) -> Path:
-    from trainers.data import resolve_root
+    from trainers.data.roots import resolve_root
 
     return resolve_root("synth", None, synth_images=load_spec(MICRO, env=micro_env()).trials()[0].dataset.synth_images,
                         home=tmp)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from trainers.data import DataError, idd
+from trainers.data import idd
 from trainers.data.cityscapes import (
     IMAGE_SUFFIX,
     UNREADABLE,
@@ -33,6 +33,7 @@ from trainers.data.cityscapes import (
 from trainers.data.labels import CITYSCAPES, LabelTable
 from trainers.data.labels_idd import ID_TYPE, IDD_TABLES
 from trainers.data.rasterise import read_polygons, table_name
+from trainers.data.tables import DataError
 
 LABEL_SUFFIXES = ("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")
 

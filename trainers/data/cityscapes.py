@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.data import DataError
 from trainers.data.labels import CITYSCAPES_LABELS, LabelTable
+from trainers.data.tables import DataError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 MAX_RAW_ID = max(label.id for label in CITYSCAPES_LABELS)  # 33 (bicycle); license plate's -1 is never stored

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from trainers.data import DataError
 from trainers.data.cityscapes import Pair
 from trainers.data.labels_idd import ID_TYPE, IDD_TABLES, LABEL_SETS
 from trainers.data.rasterise import RASTERISER_VERSION, rasterise, read_polygons
+from trainers.data.tables import DataError
 
 log = logging.getLogger(__name__)
 

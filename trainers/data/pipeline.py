@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 
 from trainers.config import DatasetConfig, EvalSetConfig
-from trainers.data import DataError, DatasetInfo, data_identity, dataset_info, resolve_root, split_pairs
 from trainers.data.cityscapes import Pair, file_list_hash, read_image, read_label
+from trainers.data.roots import data_identity, resolve_root, split_pairs
+from trainers.data.tables import DataError, DatasetInfo, dataset_info
 
 STREAMS = {"labeled": 1, "labeled_d": 2, "unlabeled": 3}
 

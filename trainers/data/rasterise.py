@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from trainers.data import DataError
 from trainers.data.labels import IGNORE_INDEX
 from trainers.data.labels_idd import IDD_LABEL_BY_NAME
+from trainers.data.tables import DataError
 
 RASTERISER_VERSION = 1  # bump whenever a change to the rules changes any pixel: prepared PNGs then count as stale
 GROUP_SUFFIX = "group"

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainers.config import ConfigError
 from trainers.data.labels import IGNORE_INDEX
 from trainers.data.labels_idd import IDD_TABLES, LABEL_SETS, SET_ID, members
+from trainers.data.tables import dataset_info
+from trainers.errors import ConfigError
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
-    from trainers.data import DatasetInfo
+    from trainers.data.tables import DatasetInfo
 
 
 class RemapError(ConfigError):
@@ -142,8 +143,6 @@ def eval_remap(model: DatasetInfo, scored: DatasetInfo, remap: str | None, *, wh
 
 def eval_remaps(cfg: TrialConfig) -> dict[str, Remap | None]:
     """Every evaluation set's remap (by metric key), checked against the training label set; raises RemapError."""
-    from trainers.data import dataset_info
-
     model = dataset_info(cfg.dataset.name, cfg.dataset.label_set)
     return {es.metric_key: eval_remap(model, dataset_info(es.name, es.label_set), es.remap, where=f"eval[{i}]")
             for i, es in enumerate(cfg.eval)}

@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from trainers.data import DataError
 from trainers.data.idd import label_path, prepare_idd
 from trainers.data.labels_idd import IDD_LABEL_BY_NAME, IDD_TABLES, LABEL_SETS
 from trainers.data.rasterise import table_name
+from trainers.data.tables import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Supervised losses: one plain dict registry from name to entry.
 
-Each entry names the loss's options (typed, with validation) and builds a `nn.Module` bound to them. The trainer only
-ever calls `build_loss(cfg.loss, ignore_index=..., num_classes=..., class_counts=...)`; a sweep file names a loss by
-its registry key. `class_weights` (ce, focal, combo) is a list of one weight per class or a recipe of
+Each entry builds a `nn.Module` bound to the loss's options, which trainers/losses/options.py types and checks
+(`OPTIONS`, beside this registry and torch-free). The trainer only ever calls `build_loss(cfg.loss, ignore_index=...,
+num_classes=..., class_counts=...)`; a sweep file names a loss by its registry key. `class_weights` (ce, focal,
+combo) is a list of one weight per class or a recipe of
 trainers/losses/weights.py (`inverse`, `sqrt_inverse`, `median_freq`, `enet[:<c>]`, `effective_number[:<beta>]`),
 resolved from the labeled split's pixel counts. A recipe's parameter is part of the string (`enet:1.10`) rather than
 a separate option because a sweep file checks each option on its own, so no option may depend on another.
@@ -25,28 +26,16 @@ from torch import Tensor, nn
 from trainers.losses import adaptive as LA
 from trainers.losses import functional as LF
 from trainers.losses import peer as LP
-from trainers.losses.weights import ClassWeights, class_weights, parse_recipe
+from trainers.losses.options import OPTIONS, LossOptionError
+from trainers.losses.weights import ClassWeights, class_weights
 
 if TYPE_CHECKING:
     from trainers.data.stats import ClassCounts
 
 
-class LossOptionError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Option:
-    kind: type
-    default: Any
-    check: Callable[[Any], bool] = lambda v: True
-    rule: str = ""
-
-
 @dataclass(frozen=True)
 class LossEntry:
     fn: Callable[..., Tensor] | None  # a pure loss function, or None for a stateful `module`
-    options: dict[str, Option]
     # option name in the sweep file -> keyword of the functional form (e.g. `lambda`, a Python keyword, -> `lam`)
     rename: dict[str, str]
     summary: str
@@ -54,28 +43,6 @@ class LossEntry:
     minimum: Callable[[Mapping[str, Any]], float] = lambda options: 0.0
     # a stateful loss: built with (num_classes, ignore_index, class_weights, class_counts, **options)
     module: Callable[..., nn.Module] | None = None
-
-
-_GAMMA = Option(float, 2.0, lambda g: 0.0 <= g <= 10.0, "must be in [0, 10]")
-_LAMBDA = Option(float, 1.0, lambda v: v >= 1.0, "must be >= 1 (below 1 the base lambda - p_t turns negative)")
-_ALPHA = Option(float, 0.5, lambda a: 0.0 <= a <= 1.0, "must be in [0, 1]")
-_BETA = Option(float, 0.5, lambda b: 0.0 <= b <= 1.0, "must be in [0, 1]")
-_OVR_ALPHA = Option(float, 0.25, lambda a: 0.0 <= a <= 1.0 or a == -1.0,
-                    "must be in [0, 1], or -1 to turn the positive/negative balance off")
-_SQUARED = Option(bool, False)
-_SMOOTH = Option(float, 0.0, lambda s: s >= 0.0, "must be >= 0")
-# a list of C non-negative numbers, or a recipe name (checked by parse_recipe in validate_loss_options)
-_WEIGHTS = Option(tuple, None, lambda w: w is None or isinstance(w, str) or all(x >= 0 for x in w),
-                  "must be non-negative numbers")
-_RECIPE = Option(tuple, "effective_number", lambda w: isinstance(w, str),
-                 "must be a class-weight recipe (auto derives everything from the labeled split's counts)")
-_TV_ALPHA = Option(float, 0.3, lambda a: 0.0 <= a <= 1.0, "must be in [0, 1] (the false-positive weight)")
-_TV_BETA = Option(float, 0.7, lambda b: 0.0 <= b <= 1.0, "must be in [0, 1] (the false-negative weight)")
-_RHO = Option(float, 0.99, lambda r: 0.0 <= r < 1.0, "must be in [0, 1) (EMA momentum per labeled step)")
-
-
-def _choice(default: str, *choices: str) -> Option:
-    return Option(str, default, lambda v: v in choices, f"must be one of {', '.join(choices)}")
 
 
 def _adaptive_weight_ce(*, num_classes: int, ignore_index: int, class_weights: Tensor | None,
@@ -98,50 +65,32 @@ def _auto(*, num_classes: int, ignore_index: int, class_weights: Tensor | None, 
 
 
 LOSSES: dict[str, LossEntry] = {
-    "ce": LossEntry(LF.cross_entropy, {"class_weights": _WEIGHTS}, {}, "cross entropy (weighted with class_weights)"),
-    "focal": LossEntry(LF.focal, {"gamma": _GAMMA, "lambda": _LAMBDA, "class_weights": _WEIGHTS}, {"lambda": "lam"},
+    "ce": LossEntry(LF.cross_entropy, {}, "cross entropy (weighted with class_weights)"),
+    "focal": LossEntry(LF.focal, {"lambda": "lam"},
                        "focal -alpha_y (lambda - p_t)^gamma log p_t, softmax"),
-    "focal_ovr": LossEntry(LF.focal_ovr, {"gamma": _GAMMA, "alpha": _OVR_ALPHA}, {},
+    "focal_ovr": LossEntry(LF.focal_ovr, {},
                            "one-vs-rest sigmoid focal, RetinaNet form"),
-    "dice": LossEntry(LF.soft_dice, {"squared": _SQUARED, "smooth": _SMOOTH}, {}, "soft Dice over present classes"),
-    "combo": LossEntry(LF.combo, {"alpha": _ALPHA, "class_weights": _WEIGHTS}, {}, "alpha*CE + (1-alpha)*(1-Dice)"),
-    "combo_paper": LossEntry(LF.combo_paper, {"alpha": _ALPHA, "beta": _BETA}, {},
+    "dice": LossEntry(LF.soft_dice, {}, "soft Dice over present classes"),
+    "combo": LossEntry(LF.combo, {}, "alpha*CE + (1-alpha)*(1-Dice)"),
+    "combo_paper": LossEntry(LF.combo_paper, {},
                              "Combo paper: alpha*beta-weighted one-vs-rest CE - (1-alpha)*Dice",
-                             minimum=lambda options: -(1.0 - options.get("alpha", _ALPHA.default))),
+                             minimum=lambda o: -(1.0 - o.get("alpha", OPTIONS["combo_paper"]["alpha"].default))),
     # peer losses (losses.md §1.7-1.12)
-    "tversky": LossEntry(LP.tversky, {"alpha": _TV_ALPHA, "beta": _TV_BETA, "smooth": _SMOOTH}, {},
+    "tversky": LossEntry(LP.tversky, {},
                          "Tversky 1 - TI over present classes (alpha: FP weight, beta: FN weight)"),
-    "focal_tversky": LossEntry(LP.focal_tversky, {"alpha": _TV_ALPHA, "beta": _TV_BETA, "smooth": _SMOOTH,
-                                                  "gamma": Option(float, 4.0 / 3.0, lambda g: 0.0 < g <= 10.0,
-                                                                  "must be in (0, 10]")}, {},
+    "focal_tversky": LossEntry(LP.focal_tversky, {},
                                "focal Tversky mean_c (1 - TI_c)^(1/gamma)"),
-    "generalised_dice": LossEntry(LP.generalised_dice, {"weighting": _choice("square", "square", "simple", "uniform"),
-                                                        "smooth": _SMOOTH}, {},
+    "generalised_dice": LossEntry(LP.generalised_dice, {},
                                   "generalised Dice, w_c = 1/(sum g_c)^2 (Sudre et al.)"),
-    "lovasz": LossEntry(LP.lovasz_softmax, {}, {}, "Lovasz-softmax over present classes"),
-    "ohem_ce": LossEntry(LP.ohem_cross_entropy, {"thresh": Option(float, 0.7, lambda t: 0.0 < t <= 1.0,
-                                                                  "must be in (0, 1]"),
-                                                 "min_kept": Option(int, 100_000, lambda k: k >= 1, "must be >= 1")},
-                         {}, "CE over pixels with p_t < thresh, at least min_kept per image"),
-    "recall_ce": LossEntry(LP.recall_cross_entropy, {}, {}, "recall loss: CE weighted by 1 - batch recall"),
+    "lovasz": LossEntry(LP.lovasz_softmax, {}, "Lovasz-softmax over present classes"),
+    "ohem_ce": LossEntry(LP.ohem_cross_entropy, {}, "CE over pixels with p_t < thresh, at least min_kept per image"),
+    "recall_ce": LossEntry(LP.recall_cross_entropy, {}, "recall loss: CE weighted by 1 - batch recall"),
     # adaptive losses (losses.md §5): stateful modules, see trainers/losses/adaptive.py
-    "adaptive_weight_ce": LossEntry(None, {
-        "score": _choice("iou", "iou", "recall"), "rho": _RHO,
-        "kappa": Option(float, 1.0, lambda k: 0.0 < k <= 4.0, "must be in (0, 4]"),
-        "eps": Option(float, 0.05, lambda e: 0.0 < e <= 1.0, "must be in (0, 1]"),
-        "w_min": Option(float, 0.25, lambda w: 0.0 < w <= 1.0, "must be in (0, 1]"),
-        "w_max": Option(float, 4.0, lambda w: 1.0 <= w <= 100.0, "must be in [1, 100]"),
-        "warmup": Option(int, 500, lambda t: t >= 0, "must be >= 0 (labeled steps)"),
-        "gamma": Option(float, 0.0, lambda g: 0.0 <= g <= 10.0, "must be in [0, 10] (0: CE, > 0: focal)"),
-    }, {}, "CE/focal weighted by (1 - IoU_c + eps)^kappa of an EMA confusion matrix", module=_adaptive_weight_ce),
-    "adaptive_focal": LossEntry(None, {
-        "gamma": Option(float, 1.0, lambda g: 0.0 < g <= 20.0, "must be in (0, 20] (the initial gamma)"),
-        "step_size": Option(float, 1.0, lambda s: 0.0 < s <= 10.0, "must be in (0, 10]"),
-        "gamma_min": Option(float, 0.1, lambda g: 0.0 < g <= 1.0, "must be in (0, 1]"),
-        "gamma_max": Option(float, 20.0, lambda g: 1.0 <= g <= 50.0, "must be in [1, 50]"),
-        "rho": _RHO, "update_every": Option(int, 100, lambda k: k >= 1, "must be >= 1 (labeled steps)"),
-    }, {}, "focal with per-class gamma moved by the class's confidence - accuracy gap", module=_adaptive_focal),
-    "auto": LossEntry(None, {"class_weights": _RECIPE}, {},
+    "adaptive_weight_ce": LossEntry(None, {}, "CE/focal weighted by (1 - IoU_c + eps)^kappa of an EMA confusion matrix",
+                                    module=_adaptive_weight_ce),
+    "adaptive_focal": LossEntry(None, {}, "focal with per-class gamma moved by the class's confidence - accuracy gap",
+                                module=_adaptive_focal),
+    "auto": LossEntry(None, {},
                       "alpha CE_w + (1 - alpha)(1 - Dice), weights and alpha from the labeled split", module=_auto),
 }
 
@@ -150,63 +99,6 @@ def _entry(name: str) -> LossEntry:
     if name not in LOSSES:
         raise LossOptionError(f"loss.name: unknown loss {name!r}; valid losses are {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
-
-
-def validate_loss_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults, convert and check `options` for loss `name`; the error names the loss, option and value."""
-    from trainers.config import ConfigError
-
-    try:
-        entry = _entry(name)
-    except LossOptionError as e:
-        raise ConfigError(str(e)) from None
-    unknown = sorted(set(options) - set(entry.options))
-    if unknown:
-        valid = ", ".join(sorted(entry.options)) or "none"
-        raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; its options are {valid}")
-    out: dict[str, Any] = {}
-    for key, opt in entry.options.items():
-        value = options.get(key, opt.default)
-        if value is not None:
-            value = _convert(name, key, opt, value)
-        if not opt.check(value):
-            raise ConfigError(f"loss {name!r}: option {key} {opt.rule}, but got {value!r}")
-        if value is not None:
-            out[key] = value
-    return out
-
-
-def _convert(name: str, key: str, opt: Option, value: Any) -> Any:
-    from trainers.config import ConfigError
-
-    if opt.kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"loss {name!r}: option {key} expects true or false, but got {value!r}")
-        return value
-    if opt.kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"loss {name!r}: option {key} expects a string, but got {value!r}")
-        return value
-    if opt.kind is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f"loss {name!r}: option {key} expects a whole number, but got {value!r}")
-        return int(value)
-    if opt.kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"loss {name!r}: option {key} expects a number, but got {value!r}")
-        return float(value)
-    if isinstance(value, str):  # a class-weight recipe
-        try:
-            parse_recipe(value)
-        except ValueError as e:
-            raise ConfigError(f"loss {name!r}: option {key}: {e}") from None
-        return value
-    if not isinstance(value, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                       for x in value):
-        hint = " (to compare recipes, write one loss entry per recipe)" if isinstance(value, (list, tuple)) else ""
-        raise ConfigError(f"loss {name!r}: option {key} expects a list of numbers or a recipe name{hint}, "
-                          f"but got {value!r}")
-    return tuple(float(x) for x in value)
 
 
 def needs_class_counts(options: Mapping[str, Any]) -> bool:
@@ -242,7 +134,7 @@ class SegLoss(nn.Module):
         super().__init__()
         entry = _entry(name)
         if entry.module is not None:  # a stateful loss: its defaults fill in, its state is its own
-            options = {k: o.default for k, o in entry.options.items() if o.default is not None} | dict(options)
+            options = {k: o.default for k, o in OPTIONS[name].items() if o.default is not None} | dict(options)
         self.name, self.options = name, dict(options)
         kwargs = {entry.rename.get(k, k): v for k, v in options.items() if k != "class_weights"}
         self.weights = resolve_class_weights(name, options.get("class_weights"), num_classes=num_classes,

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainers.data import DatasetInfo
 from trainers.data.remap import Remap
+from trainers.data.tables import DatasetInfo
 from trainers.metrics import ConfusionMatrix, EvalMetrics
 from trainers.s4gan.steps import upsample
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from trainers.config import ConfigError, EvalSetConfig, TrialConfig
-from trainers.data import dataset_info
 from trainers.data.labels import CITYSCAPES_LABELS
 from trainers.data.pipeline import eval_data
 from trainers.data.remap import eval_remap
+from trainers.data.tables import dataset_info
 from trainers.s4gan import checkpoint as ckpt
 from trainers.s4gan.evaluate import RemapScorer, evaluate, save_json
 from trainers.s4gan.model import build_generator

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from trainers import metric_names as M
 from trainers.config import TrialConfig
-from trainers.data import BrokenDuringTrainingError, DataError, dataset_info
 from trainers.data.pipeline import TrainData, eval_data, train_data
 from trainers.data.remap import eval_remaps
 from trainers.data.stats import ClassCounts, class_pixel_counts
+from trainers.data.tables import BrokenDuringTrainingError, DataError, dataset_info
 from trainers.losses import build_loss, needs_class_counts
 from trainers.reporting import Reporter, TrialResult
 from trainers.s4gan import checkpoint as ckpt

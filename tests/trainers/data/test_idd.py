@@ -11,11 +11,11 @@ from PIL import Image, PngImagePlugin
 
 from orchestrator.cli import main
 from trainers.config import ConfigError, DatasetConfig, EvalSetConfig, TrialConfig
-from trainers.data import DataError, dataset_info
 from trainers.data.check import check_dataset, detect_layout
 from trainers.data.idd import VERSION_KEY, find_pairs, label_path, prepare_idd
 from trainers.data.pipeline import EvalSet, ScaledCache, TrainSet, eval_data, train_data
 from trainers.data.rasterise import RASTERISER_VERSION
+from trainers.data.tables import DataError, dataset_info
 
 SIZES = [(18, 32), (27, 48), (24, 32)]  # IDD's sizes vary; 16:9 and 4:3
 

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from trainers.data import DATASETS, LABEL_SETS, dataset_info
 from trainers.data.labels import CITYSCAPES, CITYSCAPES_LABELS
 from trainers.data.labels_idd import ID_TYPE, IDD_LABELS, IDD_TABLES, LEVEL3_EVALUATOR_NAMES, members
+from trainers.data.tables import DATASETS, LABEL_SETS, dataset_info
 
 # name: (id, level4, level3, level2, level1, csTrainId), 255 = void / no Cityscapes counterpart
 NOTES = {

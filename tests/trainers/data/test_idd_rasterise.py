@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers.data import DataError
 from trainers.data.idd import VERSION_KEY, label_path, prepare_file, prepare_idd, rasteriser_version
 from trainers.data.labels_idd import IDD_TABLES
 from trainers.data.rasterise import RASTERISER_VERSION, rasterise, read_polygons
+from trainers.data.tables import DataError
 
 H, W = 6, 10
 ROAD, CAR, PERSON, AUTO, ANIMAL, POLE, POLEGROUP = 0, 12, 6, 11, 7, 26, 27  # raw IDD ids

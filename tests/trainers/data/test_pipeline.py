@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from trainers.config import DatasetConfig
-from trainers.data import DataError, dataset_info
 from trainers.data.check import check_dataset
 from trainers.data.cityscapes import find_pairs, read_label
 from trainers.data.pipeline import InfiniteSampler, TrainSet, labeled_split, train_data
+from trainers.data.tables import DataError, dataset_info
 
 
 def write_tree(root: Path, *, n: int = 6, split: str = "train", nested: bool = False, size=(16, 32)) -> Path:

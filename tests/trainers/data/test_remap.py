@@ -9,9 +9,9 @@ import torch
 
 from trainers import metric_names as M
 from trainers.config import ConfigError, EvalSetConfig, TrialConfig
-from trainers.data import dataset_info
 from trainers.data.labels_idd import IDD_TABLES
 from trainers.data.remap import RemapError, build_remap, eval_remap, eval_remaps, remap_from_text
+from trainers.data.tables import dataset_info
 from trainers.metrics import ConfusionMatrix
 from trainers.reporting import ListReporter
 from trainers.s4gan.evaluate import RemapScorer

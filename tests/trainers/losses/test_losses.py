@@ -17,6 +17,7 @@ from torchvision.ops import sigmoid_focal_loss
 from trainers.data.stats import ClassCounts
 from trainers.losses import LOSSES, SegLoss
 from trainers.losses import functional as LF
+from trainers.losses.options import OPTIONS
 
 IGNORE = 255
 C = 4
@@ -224,6 +225,11 @@ def test_losses_stay_fp32_under_bf16_autocast():
 
 # --- the contract: every registry entry, at its defaults and at a few option settings -------------------------
 
+
+def test_every_loss_has_an_options_table_and_every_table_a_loss():
+    assert sorted(OPTIONS) == sorted(LOSSES)
+
+
 VARIANTS = [(name, {}) for name in sorted(LOSSES)] + [
     ("focal", {"gamma": 0.5, "lambda": 1.0}), ("focal", {"gamma": 1.0, "lambda": 2.0}),
     ("focal", {"gamma": 2.0, "lambda": 2.0}), ("focal", {"gamma": 0.5, "lambda": 2.0}),
@@ -235,7 +241,7 @@ VARIANTS = [(name, {}) for name in sorted(LOSSES)] + [
     ("adaptive_focal", {"gamma": 2.0}), ("auto", {"class_weights": "enet"}),
 ]
 # losses that take a list of weights (auto takes a recipe only)
-WEIGHTED = sorted(name for name, entry in LOSSES.items() if "class_weights" in entry.options and entry.module is None)
+WEIGHTED = sorted(name for name, entry in LOSSES.items() if "class_weights" in OPTIONS[name] and entry.module is None)
 WEIGHTS = (0.5, 1.0, 2.0, 4.0)
 
 

@@ -12,8 +12,9 @@ from trainers.config import ConfigError, LossConfig
 from trainers.data.cityscapes import Pair
 from trainers.data.labels import CITYSCAPES, IGNORE_INDEX
 from trainers.data.stats import class_pixel_counts
-from trainers.losses import LossOptionError, build_loss, validate_loss_options
+from trainers.losses import build_loss
 from trainers.losses import weights as W
+from trainers.losses.options import LossOptionError, validate_loss_options
 
 PIXEL_COUNTS = [1e5, 1e6, 1e7, 1e8, 1e9]  # the range of Cityscapes class pixel counts
 
