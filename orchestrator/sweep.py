@@ -197,8 +197,12 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Lo
     metric = getattr(search, "metric", None) or f"val/{trials[0].eval[0].metric_key}/miou"
     mode = getattr(search, "mode", None) or "max"
     fault = os.environ.get("S4SWEEP_INJECT_FAULT")
+    # resolved here, once: a trial's CPUs set its torch threads and loader workers, so the worker builds its
+    # TrialConfig with one from_dict (DESIGN.md "Ray")
+    threads = max(1, int(spec.resources.cpu))
+    placed = {"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}}
     return TrialPlan(
-        configs=tuple(t.to_dict() for t in trials), names=tuple(names), run_dir=str(runs.run_dir(root, state.run_id)),
+        configs=tuple(t.with_overrides(placed).to_dict() for t in trials), names=tuple(names), run_dir=str(runs.run_dir(root, state.run_id)),
         tracking_uri=uri, experiment_id=state.experiment_id, parent_run_id=state.parent_run_id,
         sweep_run=state.run_id, metric=metric, mode=mode, cpu=spec.resources.cpu, gpu=spec.resources.gpu,
         optuna_space={k: dict(v) for k, v in search.space.items()} if isinstance(search, OptunaSearch) else None,

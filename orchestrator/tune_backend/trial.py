@@ -182,8 +182,6 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     if params:
         cfg = cfg.with_params(params)
         name = optuna_trial_name(name, params)
-    threads = max(1, int(plan.cpu))
-    cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
     workdir = trial_workdir(plan, name)
     # in the run's storage, not the (maybe node-local) working directory: the driver reads it when the sweep ends
     failure = open_location(plan.run_dir) / "trials" / name / DATA_FAILURE

@@ -53,6 +53,7 @@ def test_a_2x2_grid_ends_with_four_finished_children_under_one_parent(tmp_path, 
     focal = next(k for k in kids if k.name == "focal-g2-s1")
     assert focal.params["loss.name"] == "focal" and focal.params["loss.options.gamma"] == "2.0"
     assert focal.params["seed"] == "1" and focal.params["preset"] == "micro"
+    assert focal.params["device.threads"] == "1"  # the trial's cpu: 1, resolved by the driver
     for name in ("road", "traffic light", "bicycle"):
         assert f"val/synth/iou/{name}" in focal.metrics
     client = MlflowClient(mlflow_server)
