@@ -202,7 +202,8 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Lo
     threads = max(1, int(spec.resources.cpu))
     placed = {"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}}
     return TrialPlan(
-        configs=tuple(t.with_overrides(placed).to_dict() for t in trials), names=tuple(names), run_dir=str(runs.run_dir(root, state.run_id)),
+        configs=tuple(t.with_overrides(placed).to_dict() for t in trials), names=tuple(names),
+        run_dir=str(runs.run_dir(root, state.run_id)),
         tracking_uri=uri, experiment_id=state.experiment_id, parent_run_id=state.parent_run_id,
         sweep_run=state.run_id, metric=metric, mode=mode, cpu=spec.resources.cpu, gpu=spec.resources.gpu,
         optuna_space={k: dict(v) for k, v in search.space.items()} if isinstance(search, OptunaSearch) else None,

@@ -1,31 +1,13 @@
-"""MLflow behind one module: a thin `MlflowClient` wrapper (one parent run per sweep run, one child run per trial).
-
-Why not Ray's MLflow logger callback or `setup_mlflow` (reference/orchestrators.md §1.4, §9.4): the callback sends
-one request per metric, opens duplicate runs after `Tuner.restore` and cannot nest runs; `setup_mlflow` keeps fluent
-global state. Here every call names its run id, metrics go in batches, and a retried trial continues its own run.
-This is the only module that imports mlflow, so an MLflow upgrade touches this file alone.
-
-Stores: an `http(s)://` tracking server (trials upload artifacts through it), or a database URI opened directly, the
-embedded `sqlite:///<run root>/mlflow.db` by default. A fresh SQLite file opened by several processes at once races
-on its schema (environment.md), so the driver calls `init_store` before any trial opens it, and `Tracker` refuses a
-SQLite file that does not exist yet.
-"""
+"""Tracker: a thin `MlflowClient` wrapper. One parent run per sweep run, one child run per trial; every call names its
+run id, metrics go in batches, transient failures are retried, and a retried trial continues its own run."""
 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
-import os
-import platform
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,25 +15,23 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import sqlalchemy.engine
-import sqlalchemy.exc
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
-# Artifacts come through the tracking server, which every client reaches. With S3 behind the server, MLflow would
-# otherwise fetch them by presigned URLs straight from the bucket: a laptop that cannot reach the bucket then retries
-# for minutes. Set it to true where clients reach the bucket and artifacts are large.
-os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
-
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.validation import (  # noqa: E402
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
+)
+
+from orchestrator.tracking.stores import (
+    SERVER_SCHEMES,
+    TrackingError,
+    artifact_folder,
+    redact_uri,
+    sqlite_path,
+    uri_scheme,
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +39,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 EndStatus = Literal["FINISHED", "FAILED", "KILLED"]
 END_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
-SERVER_SCHEMES = ("http", "https")
-DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SWEEP_RUN_TAG = "s4sweep.run"
 ROLE_TAG = "s4sweep.role"  # "parent" or "trial": find_parent must not match a trial that copies the sweep tags
 ERROR_TAG = "s4sweep.error"
@@ -68,10 +46,6 @@ ERROR_MAX_CHARS = 5000
 TRIES = 3
 RETRY_BACKOFF_S = 1.0  # waits 1 s, then 2 s; MLflow's HTTP layer has its own retries underneath (MLFLOW_HTTP_REQUEST_*)
 SEARCH_PAGE_SIZE = 1000
-
-
-class TrackingError(RuntimeError):
-    """A tracking call failed: the message names the store URI, the run and what failed."""
 
 
 @dataclass(frozen=True)
@@ -84,107 +58,18 @@ class ChildRun:
     metrics: dict[str, float]  # latest value per key
 
 
-# --- stores ------------------------------------------------------------------------------------------------------
-
-
-def embedded_uri(run_root: Path) -> str:
-    return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
-
-
-def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:
-    """Create the database schema once, from the driver, before any trial opens the store; no-op for a server."""
-    scheme = _scheme(uri)
-    if scheme in SERVER_SCHEMES:
-        return
-    root = _artifact_root(uri, artifact_root)
-    try:
-        if scheme == "sqlite":
-            _sqlite_file(uri).parent.mkdir(parents=True, exist_ok=True)
-        # MLflow's own store class: unlike MlflowClient it lets the driver set the "Default" experiment's artifact
-        # root (else ./mlruns in whatever directory the driver happens to run in).
-        SqlAlchemyStore(uri, str(root)).engine.dispose()
-    except (MlflowException, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
-        raise TrackingError(f"tracking store {_redact(uri)}: creating the schema failed: {e}") from e
-
-
-def check_reachable(uri: str, *, timeout_s: float = 10) -> None:
-    """Fail early, in the driver, with a message that names the URI: a server must answer GET /health with 200
-    within `timeout_s` (polled, so a server that is still starting passes); a SQLite file's folder must be creatable."""
-    scheme = _scheme(uri)
-    if scheme == "sqlite":
-        folder = _sqlite_file(uri).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingError(f"tracking store {uri}: cannot create its folder {folder}: {e}") from e
-        return
-    if scheme not in SERVER_SCHEMES:
-        return  # other databases are checked when init_store connects
-    url = uri.rstrip("/") + "/health"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            with urllib.request.urlopen(url, timeout=max(left, 0.1)) as response:
-                if response.status == 200:
-                    return
-                problem = f"GET {url} answered {response.status}"
-        except urllib.error.HTTPError as e:
-            problem = f"GET {url} answered {e.code}"
-            if e.code == 403:
-                problem += " (the server rejects this Host header unless started with --allowed-hosts)"
-        except (urllib.error.URLError, OSError) as e:
-            problem = f"GET {url} failed: {getattr(e, 'reason', e)}"
-        if time.monotonic() + 0.5 >= deadline:
-            raise TrackingError(f"tracking server {_redact(uri)} is unreachable: {problem} (waited {timeout_s:g} s)")
-        time.sleep(0.5)
-
-
-def check_uri(uri: str) -> None:
-    """A tracking URI s4sweep can use at all (its scheme), before anything is prepared for it."""
-    if _scheme(uri) == "sqlite":
-        _sqlite_file(uri)
-
-
-def check_server(uri: str, *, timeout_s: float = 2) -> None:
-    """For commands that only read: a tracking server must answer /health within `timeout_s` (MLflow's own client
-    would retry a dead one for minutes); a database store is checked when opened."""
-    if _scheme(uri) in SERVER_SCHEMES:
-        check_reachable(uri, timeout_s=timeout_s)
-
-
-def serve_ui(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run the MLflow UI (`mlflow server`, one worker, no job runner) on a database store in the foreground."""
-    if _scheme(uri) in SERVER_SCHEMES:
-        raise TrackingError(f"{uri} is already a tracking server: open it in a browser")
-    init_store(uri)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-               "--port", str(port), "--workers", "1", "--artifacts-destination", str(_artifact_root(uri, None))]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log.info("MLflow UI on http://%s:%d for %s", host, port, _redact(uri))
-    process = subprocess.Popen(command, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it finish shutting down
-        process.terminate()
-        return process.wait()
-
-
-# --- the tracker -------------------------------------------------------------------------------------------------
-
-
 class Tracker:
     """Explicit-run-id MLflow calls for one store. Writes that can be repeated safely retry transient failures
     (connection errors, 5xx, 429, a locked database) `TRIES` times with backoff, then raise TrackingError."""
 
     def __init__(self, uri: str, *, artifact_root: Path | str | None = None) -> None:
-        scheme = _scheme(uri)
-        if scheme == "sqlite" and not _sqlite_file(uri).exists():
-            raise TrackingError(f"tracking store {uri}: no such database file {_sqlite_file(uri)} (nothing was "
+        scheme = uri_scheme(uri)
+        if scheme == "sqlite" and not sqlite_path(uri).exists():
+            raise TrackingError(f"tracking store {uri}: no such database file {sqlite_path(uri)} (nothing was "
                                 "tracked there yet; a sweep's driver creates it with init_store before any trial "
                                 "opens it, as processes opening a fresh SQLite file at once race on its schema)")
         # A server keeps artifacts under its --artifacts-destination; a database store needs a root, never ./mlruns.
-        self._artifact_root = None if scheme in SERVER_SCHEMES else _artifact_root(uri, artifact_root)
+        self.artifact_root = None if scheme in SERVER_SCHEMES else artifact_folder(uri, artifact_root)
         self.uri = uri
         self._client = MlflowClient(tracking_uri=uri)
         self._last_timestamp = 0
@@ -192,16 +77,16 @@ class Tracker:
     def experiment(self, name: str) -> str:
         found = self._call(f"get experiment {name!r}", functools.partial(self._client.get_experiment_by_name, name))
         if found is None:
-            location = None if self._artifact_root is None else f"{self._artifact_root}/{_safe_dirname(name)}"
+            location = None if self.artifact_root is None else f"{self.artifact_root}/{_safe_dirname(name)}"
             try:
                 return self._client.create_experiment(name, artifact_location=location)
             except MlflowException as e:
                 if e.error_code != "RESOURCE_ALREADY_EXISTS":  # else another process created it just now
-                    raise TrackingError(f"tracking store {_redact(self.uri)}: creating experiment {name!r} failed: "
+                    raise TrackingError(f"tracking store {redact_uri(self.uri)}: creating experiment {name!r} failed: "
                                         f"{e}") from e
             found = self._call(f"get experiment {name!r}", functools.partial(self._client.get_experiment_by_name, name))
         if found is None or found.lifecycle_stage == "deleted":
-            raise TrackingError(f"tracking store {_redact(self.uri)}: experiment {name!r} is deleted; restore it "
+            raise TrackingError(f"tracking store {redact_uri(self.uri)}: experiment {name!r} is deleted; restore it "
                                 "(`mlflow experiments restore`) or choose another sweep name")
         return found.experiment_id
 
@@ -352,7 +237,7 @@ class Tracker:
 
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         """A browser link to a run, for a tracking server; None for a database store (no UI address)."""
-        if _scheme(self.uri) not in SERVER_SCHEMES:
+        if uri_scheme(self.uri) not in SERVER_SCHEMES:
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
@@ -389,7 +274,7 @@ class Tracker:
             except (MlflowException, OSError) as e:
                 if not (retry and _transient(e)) or attempt == TRIES:
                     tries = f" after {attempt} tries" if attempt > 1 else ""
-                    raise TrackingError(f"tracking store {_redact(self.uri)}: {what} failed{tries}: {e}") from e
+                    raise TrackingError(f"tracking store {redact_uri(self.uri)}: {what} failed{tries}: {e}") from e
                 delay = RETRY_BACKOFF_S * 2 ** (attempt - 1)
                 log.warning("%s failed (%s); try %d of %d in %.1f s", what, e, attempt + 1, TRIES, delay)
                 time.sleep(delay)
@@ -418,63 +303,12 @@ def flatten_params(config: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def environment_info() -> dict[str, str]:
-    """Versions and hardware for the parent run's tags, and `pip freeze` for an artifact."""
-    info = {"python": platform.python_version(), "platform": platform.platform(), "hostname": socket.gethostname()}
-    for package in ("torch", "torchvision", "ray", "mlflow", "optuna"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info[package] = "not installed"
-    info["cuda"], info["devices"] = "none", "cpu"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["cuda"] = str(torch.version.cuda)
-            info["devices"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except ImportError:
-        pass
-    info["pip_freeze"] = _pip_freeze()
-    return info
-
-
-# --- helpers -----------------------------------------------------------------------------------------------------
+# --- helpers ---------------------------------------------------------------------------------------------------------
 
 
 def _record(run: Run) -> ChildRun:
     return ChildRun(run.info.run_id, run.info.run_name, run.info.status, dict(run.data.tags), dict(run.data.params),
                     dict(run.data.metrics))
-
-
-def _scheme(uri: str) -> str:
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
-    if scheme not in SERVER_SCHEMES + DATABASE_SCHEMES:
-        raise TrackingError(f"tracking URI {_redact(uri)!r} is not supported: use http(s)://host:port (an mlflow "
-                            f"server) or a database URI ({', '.join(DATABASE_SCHEMES)}); the file store is retired")
-    return scheme
-
-
-def _sqlite_file(uri: str) -> Path:
-    database = sqlalchemy.engine.make_url(uri).database
-    if not database or database == ":memory:":
-        raise TrackingError(f"tracking URI {uri!r} names no SQLite file; use sqlite:////absolute/path/mlflow.db")
-    return Path(database).resolve()
-
-
-def _artifact_root(uri: str, given: Path | str | None) -> Path | str:
-    """A local folder (absolute), or an object-store URI kept as given (s3://bucket/prefix/mlartifacts)."""
-    if isinstance(given, str) and "://" in given:
-        return given.rstrip("/")
-    if given is not None:
-        return Path(given).resolve()
-    if _scheme(uri) == "sqlite":
-        return _sqlite_file(uri).parent / "artifacts"
-    raise TrackingError(f"tracking store {_redact(uri)}: a database other than SQLite needs an artifact_root")
-
-
-def _redact(uri: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
 
 
 def _safe_dirname(name: str) -> str:
@@ -526,15 +360,3 @@ def _param_text(value: object) -> str:
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
         return json.dumps(items, default=str)
     return str(value)
-
-
-def _pip_freeze() -> str:
-    try:
-        done = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, timeout=120)
-        if done.returncode == 0:
-            return done.stdout
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    # No pip in this environment (uv venvs): the installed distributions say the same.
-    dists = {(d.metadata["Name"] or "?", d.version) for d in importlib.metadata.distributions()}
-    return "".join(f"{name}=={version}\n" for name, version in sorted(dists, key=lambda d: d[0].lower()))
