@@ -73,13 +73,24 @@ class SweepResults:
     table: pa.Table
     per_image: Mapping[tuple[str, str], PerImage] = field(default_factory=dict)  # (trial, eval key) -> counts
     parent_tags: Mapping[str, str] = field(default_factory=dict)
-    spec: Any = None  # orchestrator.spec.SweepSpec of the file the run was launched with, when readable
+    manifest: runs.RunManifest | None = None  # what the run was launched with (None: a run from before manifests)
+    spec: Any = None  # without a manifest: orchestrator.spec.SweepSpec of the run's own sweep file, when readable
     expected_trials: int | None = None
     trial_info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # trial -> trial_info.json
     params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # trial -> its flattened config
     environment: Mapping[str, str] = field(default_factory=dict)  # the parent's environment.json: versions
     fetch: Callable[[str, str], Path | None] | None = None  # (trial, artifact name) -> local copy, or None
     run_url: Callable[[str], str | None] = lambda run_id: None
+
+    def eval_sets_of(self, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """Evaluation key -> that set's config: the manifest's, else (an older run) the trial's `eval` param."""
+        return self.manifest.eval_sets() if self.manifest is not None else eval_sets(params)
+
+    def report_section(self) -> Mapping[str, Any]:
+        """The sweep file's `report:` section, as the run was launched with it."""
+        if self.manifest is not None:
+            return self.manifest.report
+        return getattr(self.spec, "report", None) or {}
 
 
 def variant_of(trial_name: str) -> str:
@@ -180,7 +191,7 @@ def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResul
     tracker = Tracker(run.tracking_uri)
     parent = tracker.run(run.parent_run_id)
     children = tracker.children(run.experiment_id, run.parent_run_id)
-    spec, environment = _parent_files(tracker, run, cache / "_parent") if artifacts else (None, {})
+    manifest, spec, environment = _parent_files(tracker, run, cache / "_parent") if artifacts else (None, None, {})
     listed: dict[str, list[str]] = {}
     files: dict[str, dict[str, Path]] = {}
     if artifacts and children:
@@ -198,20 +209,26 @@ def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResul
     info = {c.name: _read_json(files.get(c.name, {}).get("trial_info.json")) or {} for c in children}
     reports = {(c.name, key): _read_json(path) for c in children
                for name, path in files.get(c.name, {}).items() if (key := _per_class_key(name))}
-    table = build_table(run, children, info=info, reports=reports, resources=_resources(spec))
+    if manifest is not None:
+        resources, expected, sets = (manifest.cpu, manifest.gpu), manifest.expected_trials, manifest.eval_sets()
+    else:
+        resources, expected, sets = _resources(spec), expected_trials(spec), None
+    table = build_table(run, children, info=info, reports=reports, resources=resources, eval_config=sets)
     per_image = {k: (np.asarray(r["per_image_intersection"], np.int64).reshape(-1, len(r["class_names"])),
                      np.asarray(r["per_image_union"], np.int64).reshape(-1, len(r["class_names"])))
                  for k, r in reports.items() if r}
-    return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, spec=spec,
-                        expected_trials=expected_trials(spec), trial_info=info, fetch=fetch,
+    return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, manifest=manifest,
+                        spec=spec, expected_trials=expected, trial_info=info, fetch=fetch,
                         params={c.name: c.params for c in children}, environment=environment,
                         run_url=lambda run_id: tracker.run_url(run.experiment_id, run_id))
 
 
 def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mapping[str, Any]] | None = None,
                 reports: Mapping[tuple[str, str], Mapping[str, Any] | None] | None = None,
-                resources: tuple[float, float] | None = None) -> pa.Table:
-    """The long table from child runs (anything with name, run_id, status, params, metrics)."""
+                resources: tuple[float, float] | None = None,
+                eval_config: Mapping[str, Mapping[str, Any]] | None = None) -> pa.Table:
+    """The long table from child runs (anything with name, run_id, status, params, metrics); `resources` and
+    `eval_config` (evaluation key -> set config) from the run's manifest, else from each child's params."""
     info, reports = info or {}, reports or {}
     varied = varied_params([c.params for c in children])
     cols: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
@@ -225,7 +242,7 @@ def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mappin
                  "dataset": training_set(p), "wall_s": None if wall is None else float(wall), "cpu": cpu,
                  "gpu": gpu, "precision": trial_info.get("precision") or p.get("precision.precision"),
                  "run_id": child.run_id}
-        rows = list(_metric_rows(child, reports))
+        rows = list(_metric_rows(child, reports, eval_config or eval_sets(p)))
         for name, v in fixed.items():
             cols[name] += [v] * len(rows)
         for name, values in zip(("eval", "class", "metric", "value"), zip(*rows, strict=True) if rows else (),
@@ -272,20 +289,20 @@ _FIXED_TYPES = {"run": pa.string(), "trial": pa.string(), "variant": pa.string()
                 "cpu": pa.float64(), "gpu": pa.float64(), "precision": pa.string(), "run_id": pa.string()}
 
 
-def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any]) -> Any:
+def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any], sets: Mapping[str, Mapping[str, Any]]) -> Any:
     """(eval key, class or None, metric, value) for every evaluation set the child logged, classes in dataset order."""
     eval_keys = list(dict.fromkeys(k.split("/")[1] for k in child.metrics if k.startswith("val/") and
                                    k.count("/") >= 2))
-    sets = _eval_sets(child.params)
     for key in eval_keys:
         report = reports.get((child.name, key))
         logged = sorted({k.rsplit("/", 1)[1] for k in child.metrics if k.startswith(f"val/{key}/iou/")})
         if report:
             classes = list(report["class_names"])
         else:  # no per-class JSON (a failed trial): the dataset's order, for the classes it logged
+            es = sets.get(key) or {}
             try:
-                known = dataset_info(*sets[key]).labels.classes if key in sets else ()
-            except DataError:
+                known = dataset_info(es["name"], es.get("label_set")).labels.classes if es else ()
+            except (DataError, KeyError):
                 known = ()
             classes = [c for c in known if c in logged] + [c for c in logged if c not in known]
         for summary in M.SUMMARIES:
@@ -307,11 +324,6 @@ def eval_sets(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return {s.get("key") or s.get("name"): s for s in sets if isinstance(s, dict)} if isinstance(sets, list) else {}
 
 
-def _eval_sets(params: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
-    """Evaluation key -> (dataset name, label set)."""
-    return {key: (s.get("name"), s.get("label_set")) for key, s in eval_sets(params).items()}
-
-
 def _download_trial(tracker: Any, child: Any, dst: Path) -> tuple[list[str], dict[str, Path]]:
     """The names of all the trial's artifacts, and local copies of the small JSON ones (per-class reports,
     trial_info.json)."""
@@ -329,17 +341,21 @@ def _read_json(path: Path | None) -> Any:
     return json.loads(Path(path).read_text()) if path is not None and Path(path).is_file() else None
 
 
-def _parent_files(tracker: Any, run: SweepRun, dst: Path) -> tuple[Any, dict[str, str]]:
-    """The sweep file the run was launched with (its copy on the parent run), parsed, or None if unreadable; and the
-    parent's environment.json less `pip_freeze`."""
+def _parent_files(tracker: Any, run: SweepRun, dst: Path) -> tuple[runs.RunManifest | None, Any, dict[str, str]]:
+    """The run's manifest; for a run launched before manifests, the sweep file it was launched with (its copy on the
+    parent run), parsed, or None if unreadable; and the parent's environment.json less `pip_freeze`."""
     names = tracker.artifact_names(run.parent_run_id)
     environment = {}
     if "environment.json" in names:
         environment = _read_json(tracker.download_artifact(run.parent_run_id, "environment.json", dst)) or {}
         environment.pop("pip_freeze", None)
+    if runs.MANIFEST_FILE in names:
+        path = tracker.download_artifact(run.parent_run_id, runs.MANIFEST_FILE, dst)
+        where = f"run {run.run_id}: {runs.MANIFEST_FILE}"
+        return runs.RunManifest.from_json(Path(path).read_text(), where=where), None, environment
     specs = [n for n in names if n.endswith((".yaml", ".yml"))]
     spec = _load_spec(tracker.download_artifact(run.parent_run_id, specs[0], dst), run) if specs else None
-    return spec, environment
+    return None, spec, environment
 
 
 def _load_spec(path: Path, run: SweepRun) -> Any:

@@ -14,15 +14,16 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from orchestrator.storage import Location, open_location
 
 Status = Literal["running", "finished", "interrupted", "failed"]
 RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.json"  # in the run directory and on the parent run: RunManifest
 # in a trial's directory: the broken file that failed it. Retrying cannot mend a file, so neither Tune's retries nor
 # `--resume` run that trial again: mend the file and start a new run
 DATA_FAILURE = "data-failure.txt"
@@ -45,6 +46,43 @@ class RunState:
     status: Status = "running"
     created: str = ""
     trigger: str = "manual"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunManifest:
+    """What a sweep run was launched with, resolved once by the driver and written before any trial starts: results,
+    report and regress read this instead of parsing MLflow's string params or re-reading the sweep file."""
+
+    sweep: str
+    run_id: str
+    names: tuple[str, ...]  # the trials, in grid order (an Optuna search names its samples after these)
+    configs: tuple[dict[str, Any], ...]  # each trial's resolved TrialConfig (roots, threads, memory fraction)
+    cpu: float  # per trial
+    gpu: float
+    expected_trials: int  # grid points, times num_samples for an Optuna search
+    eval: tuple[dict[str, Any], ...]  # the evaluation sets, resolved, each with its metric `key`
+    metric: str
+    mode: str
+    report: dict[str, Any]  # the sweep file's `report:` section
+
+    def eval_sets(self) -> dict[str, dict[str, Any]]:
+        """Evaluation key -> that set's config (name, label_set, remap, eval_size, ...)."""
+        return {e["key"]: e for e in self.eval}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> RunManifest:
+        try:
+            data = json.loads(text)
+            missing = sorted({f.name for f in fields(cls)} - set(data))
+            if missing:
+                raise TypeError(f"missing {', '.join(missing)}")
+            return cls(**{**data, "names": tuple(data["names"]), "configs": tuple(data["configs"]),
+                          "eval": tuple(data["eval"])})
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise RunError(f"{where}: not a run manifest s4sweep wrote ({e})") from None
 
 
 Root = Location | Path | str
@@ -76,6 +114,16 @@ def run_dir(root: Root, run_id: str) -> Location:
 def save(root: Root, state: RunState) -> RunState:
     (run_dir(root, state.run_id) / RUN_FILE).write_text(json.dumps(asdict(state), indent=1, sort_keys=True))
     return state
+
+
+def write_manifest(root: Root, manifest: RunManifest) -> None:
+    (run_dir(root, manifest.run_id) / MANIFEST_FILE).write_text(manifest.to_json())
+
+
+def read_manifest(root: Root, run_id: str) -> RunManifest | None:
+    """The run's manifest, or None for a run launched before manifests were written."""
+    path = run_dir(root, run_id) / MANIFEST_FILE
+    return RunManifest.from_json(path.read_text(), where=str(path)) if path.is_file() else None
 
 
 def create(root: Root, state: RunState) -> RunState:

@@ -145,6 +145,10 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
         state = _open_run(spec, state, root, tracker, fingerprints, resume=resume is not None)
         plan = _plan(spec, trials, names, root, state, uri, max_concurrent)
         try:
+            if resume is None:
+                manifest = run_manifest(spec, plan)
+                runs.write_manifest(root, manifest)
+                tracker.log_text(state.parent_run_id, manifest.to_json(), runs.MANIFEST_FILE)
             outcomes = tune_backend.run(plan, resume=resume is not None)
         except BaseException as e:  # never leave the parent RUNNING: the run is failed, or resumable if interrupted
             interrupted = isinstance(e, KeyboardInterrupt)
@@ -211,6 +215,16 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Lo
         asha={"grace_iters": scheduler.grace_iters, "reduction_factor": scheduler.reduction_factor}
         if hasattr(scheduler, "grace_iters") else None,
         max_concurrent=max_concurrent, max_device_hours=spec.max_gpu_hours, fault=json.loads(fault) if fault else None)
+
+
+def run_manifest(spec: SweepSpec, plan: Any) -> runs.RunManifest:
+    """The run's manifest: its plan (the trials' resolved configs, resources, metric) and its sweep file's report
+    section and trial count."""
+    return runs.RunManifest(
+        sweep=spec.name, run_id=plan.sweep_run, names=plan.names, configs=plan.configs, cpu=float(plan.cpu),
+        gpu=float(plan.gpu), expected_trials=results.expected_trials(spec),
+        eval=tuple({**e, "key": e.get("key") or e["name"]} for e in plan.configs[0]["eval"]),
+        metric=plan.metric, mode=plan.mode, report=json.loads(json.dumps(spec.report)))
 
 
 def _finish(spec: SweepSpec, root: Location, state: runs.RunState, tracker: Any, outcomes: list[Any]) -> SweepOutcome:

@@ -117,7 +117,7 @@ def _eval_identity(res: R.SweepResults, ct: ClassTable) -> tuple[Any, ...]:
     from trainers.data.tables import dataset_info
 
     params = next((p for p in res.params.values() if R.training_set(p) == ct.train), {})
-    es = R.eval_sets(params).get(ct.eval)
+    es = res.eval_sets_of(params).get(ct.eval)
     if es is None:
         return ("unknown", res.run.run_id)  # not comparable with anything: kept apart
     size = es.get("eval_size")

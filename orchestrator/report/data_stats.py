@@ -37,7 +37,7 @@ def eval_class_share(res: R.SweepResults, train: str, eval_key: str,
     params = next(p for p in res.params.values() if R.training_set(p) == train)
     label_set = params.get("dataset.label_set")
     classes = dataset_info(params["dataset.name"], None if label_set in (None, "None") else label_set).labels.classes
-    remap = (R.eval_sets(params).get(eval_key) or {}).get("remap")
+    remap = (res.eval_sets_of(params).get(eval_key) or {}).get("remap")
     return carry_share(dict(zip(classes, share.tolist(), strict=True)), remap_from_text(remap) if remap else None)
 
 

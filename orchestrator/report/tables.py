@@ -322,7 +322,7 @@ def _same(value: Any, wanted: Any) -> bool:
 
 def options_for(res: R.SweepResults, *, axis: str | None = None, small_objects: bool = False) -> Options:
     """The sweep file's `report:` section (baseline, columns, rare_share), with `--columns` taking precedence."""
-    section = dict(getattr(res.spec, "report", None) or {})
+    section = dict(res.report_section())
     baseline = section.get("baseline", Options().baseline)
     return Options(axis=axis or section.get("columns") or "variant", baseline=dict(baseline),
                    small_objects=small_objects, rare_share=float(section.get("rare_share", RARE_SHARE)))

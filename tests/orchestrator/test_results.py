@@ -157,3 +157,18 @@ def test_variant_drops_the_seed_suffixes_only():
     assert results.variant_of("ce-split1-s12") == "ce"
     assert results.variant_of("combo-a0.5") == "combo-a0.5"
     assert results.variant_of("s0") == "s0"
+
+
+def test_a_run_manifest_reads_back_as_written_and_a_broken_one_is_named(tmp_path):
+    manifest = runs.RunManifest(sweep="m", run_id="m-1", names=("ce-s0",), configs=({"seed": 0, "eval": []},),
+                                cpu=2.0, gpu=0.5, expected_trials=1,
+                                eval=({"name": "idd", "label_set": "level3", "key": "idd"},), metric="val/idd/miou",
+                                mode="max", report={"baseline": {"loss": "ce"}})
+    runs.write_manifest(tmp_path, manifest)
+    assert runs.read_manifest(tmp_path, "m-1") == manifest
+    assert manifest.eval_sets() == {"idd": {"name": "idd", "label_set": "level3", "key": "idd"}}
+    assert runs.read_manifest(tmp_path, "m-2") is None  # a run from before manifests
+    path = runs.run_dir(tmp_path, "m-1") / runs.MANIFEST_FILE
+    path.write_text(json.dumps({"sweep": "m"}))
+    with pytest.raises(runs.RunError, match=r"m-1/manifest.json: not a run manifest s4sweep wrote \(missing configs, cpu, "):
+        runs.read_manifest(tmp_path, "m-1")

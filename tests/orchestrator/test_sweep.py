@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator import runs
+from orchestrator import results, runs
 from orchestrator.spec import load_spec
 from orchestrator.sweep import launch
 from orchestrator.tracking import Tracker, TrackingError
@@ -59,6 +59,15 @@ def test_a_2x2_grid_ends_with_four_finished_children_under_one_parent(tmp_path, 
     client = MlflowClient(mlflow_server)
     artifacts = {a.path for a in client.list_artifacts(focal.run_id)}
     assert {"per_class_synth.json", "samples_synth.png", "confusion_synth.png", "metrics.json"} <= artifacts
+    # the manifest: written at launch beside run.json and on the parent run; results read it, not the sweep file
+    manifest = runs.read_manifest(storage, outcome.run.run_id)
+    assert manifest.names == ("ce-s0", "ce-s1", "focal-g2-s0", "focal-g2-s1") and manifest.expected_trials == 4
+    assert (manifest.cpu, manifest.gpu, list(manifest.eval_sets())) == (1.0, 0.0, ["synth"])
+    assert {c["device"]["threads"] for c in manifest.configs} == {1}
+    assert {a.path for a in client.list_artifacts(outcome.run.parent_run_id)} >= {runs.MANIFEST_FILE}
+    res = results.collect(results.find_run("micro-grid", storage=str(storage), tracking_uri=mlflow_server),
+                          cache=tmp_path / "cache")
+    assert res.manifest == manifest and res.spec is None and res.expected_trials == 4
     parent = client.get_run(outcome.run.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["s4sweep.run"] == outcome.run.run_id
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
