@@ -136,3 +136,11 @@ def test_the_import_graph_sees_late_imports():
 
 def test_no_import_cycles_even_through_late_imports():
     assert import_cycles() == []
+
+
+MAX_LINES = 420  # STYLE.md 8: files a reader can hold in their head (about 400 lines)
+
+
+def test_no_source_file_is_longer_than_a_reader_can_hold():
+    long = {rel(p): n for p in SOURCES if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
