@@ -63,3 +63,12 @@ def test_no_trap_apis_and_no_bare_except():
     hits = [f"{rel(p)}:{i}: {code}" for p in SOURCES for i, code in code_lines(p).items()
             if BANNED.search(code) or code.strip().startswith("except:")]
     assert hits == []
+
+
+def test_files_are_replaced_whole_through_one_helper():
+    """Write aside, then rename: `os.replace` lives in trainers/fileio.py's `atomic_write` and nowhere else, so every
+    file another process reads is written whole the same way (and its temporaries named the way cleaners expect)."""
+    offenders = [f"{rel(p)}:{i}: {code}" for p in SOURCES for i, code in code_lines(p).items()
+                 if re.search(r"\bos\.(replace|rename)\b|\bfrom os import\b", code) and rel(p) != "trainers/fileio.py"]
+    assert offenders == []
+
