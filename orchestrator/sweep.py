@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
 from orchestrator.storage import Location
+from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data import DataError, dataset_info, resolve_root, s4sweep_home
 from trainers.data.check import scan_dataset
@@ -193,7 +194,7 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Lo
     from orchestrator.tune_backend import TrialPlan
 
     search, scheduler = spec.search, spec.scheduler
-    metric = getattr(search, "metric", None) or f"val/{trials[0].eval[0].metric_key}/miou"
+    metric = getattr(search, "metric", None) or M.val(trials[0].eval[0].metric_key, "miou")
     mode = getattr(search, "mode", None) or "max"
     fault = os.environ.get("S4SWEEP_INJECT_FAULT")
     return TrialPlan(
@@ -225,7 +226,7 @@ def _finish(spec: SweepSpec, root: Location, state: runs.RunState, tracker: Any,
                     ", ".join(skipped))
         tracker.set_tags(state.parent_run_id, {"s4sweep.budget_skipped": ",".join(skipped)})
     tracker.log_text(state.parent_run_id, table, "comparison.md")
-    export_best_model(tracker, state, children, metric=f"val/{spec.eval_keys()[0]}/miou", root=root)
+    export_best_model(tracker, state, children, metric=M.val(spec.eval_keys()[0], "miou"), root=root)
     tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",
                 error=f"{len(errors)} trial(s) failed" if errors else None)
     return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)

@@ -72,3 +72,32 @@ def test_files_are_replaced_whole_through_one_helper():
                  if re.search(r"\bos\.(replace|rename)\b|\bfrom os import\b", code) and rel(p) != "trainers/fileio.py"]
     assert offenders == []
 
+
+METRIC_PREFIXES = ("val/", "train/", "loss/", "time/")
+
+
+def string_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text between the quotes) of each string literal that is not a docstring; an f-string is one token on
+    Python 3.11, so its text is the template (`val/{key}/miou`)."""
+    found, statement_start = [], True
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if tok.type == tokenize.STRING and not statement_start:  # a string opening a statement is a docstring
+            body = tok.string.lstrip("rRbBfFuU")
+            quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+            found.append((tok.start[0], body[len(quote):-len(quote)]))
+        if tok.type not in (tokenize.COMMENT, tokenize.NL):
+            statement_start = tok.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    return found
+
+
+def test_string_literals_sees_code_strings_and_f_strings_but_not_docstrings(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('"""val/doc"""\ndef f(k):\n    """val/doc"""\n    return (k, "val/a",\n            f"loss/{k}")\n')
+    assert string_literals(path) == [(4, "val/a"), (5, "loss/{k}")]
+
+
+def test_metric_keys_are_spelled_in_metric_names_only():
+    """DESIGN.md "The seams": a key (or a key's prefix) in a string anywhere else drifts from the scheme unseen."""
+    offenders = [f"{rel(p)}:{line}: {text}" for p in SOURCES if rel(p) != "trainers/metric_names.py"
+                 for line, text in string_literals(p) if text.startswith(METRIC_PREFIXES)]
+    assert offenders == []
