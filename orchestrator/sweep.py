@@ -48,13 +48,13 @@ def tracking_uri_for(root: Location, given: str | None) -> str:
     if root.local is None:
         raise runs.RunError(f"storage {root}: an object store keeps no embedded MLflow store; pass --tracking-uri "
                             "http://<mlflow server> (or set MLFLOW_TRACKING_URI); the server may keep its artifacts "
-                            f"in the same store (mlflow server --artifacts-destination {root}/mlartifacts)")
+                            f"in the same store (mlflow server --artifacts-destination {runs.mlflow_artifacts(root)})")
     return embedded_uri(root.local)
 
 
 def artifact_root(root: Location) -> Path | str:
     """Where a database tracking store keeps artifacts: beside the runs, on the filesystem or the object store."""
-    return root.local / "mlartifacts" if root.local is not None else str(root / "mlartifacts")
+    return runs.mlflow_artifacts(root)
 
 
 def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfig], dict[str, str]]:
@@ -127,7 +127,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
     store.check_writable(root)  # an unreachable endpoint, a missing bucket, refused credentials: stop here
     if resume is not None:
         state = runs.load(root, resume) if resume else runs.latest(root, spec.name, statuses=("running", "interrupted"))
-        runs.check_restorable(runs.run_dir(root, state.run_id) / "tune")  # before anything unpickles it
+        runs.check_restorable(runs.tune_dir(runs.run_dir(root, state.run_id)))  # before anything unpickles it
         uri = state.tracking_uri
     else:
         uri = tracking_uri_for(root, tracking_uri)
@@ -250,7 +250,7 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
     if not scored:
         return
     best = max(scored, key=lambda c: c.metrics[metric])
-    trial_dirs = [d for d in (runs.run_dir(root, state.run_id) / "tune").children()
+    trial_dirs = [d for d in runs.tune_dir(runs.run_dir(root, state.run_id)).children()
                   if d.name.startswith(f"{best.name}-")]
     found = sorted((c for d in trial_dirs for c in d.children() if c.name.startswith("checkpoint_")),
                    key=lambda c: c.name)

@@ -36,6 +36,8 @@ from typing import Literal, TypeVar
 import sqlalchemy.engine
 import sqlalchemy.exc
 
+from orchestrator.runs import mlflow_db
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
 # Artifacts come through the tracking server, which every client reaches. With S3 behind the server, MLflow would
@@ -88,7 +90,7 @@ class ChildRun:
 
 
 def embedded_uri(run_root: Path) -> str:
-    return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{mlflow_db(run_root)}"
 
 
 def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:

@@ -26,7 +26,7 @@ from ray.tune import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Tun
 from ray.tune.logger import JsonLoggerCallback
 
 from orchestrator import faults
-from orchestrator.runs import DATA_FAILURE
+from orchestrator.runs import BUDGET_FILE, DATA_FAILURE, TRIAL_STATUS_FILE, TUNE, trial_dir
 from orchestrator.storage import Location, StorageError, diagnose, open_location
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
@@ -144,7 +144,7 @@ def trial_workdir(plan: TrialPlan, name: str) -> Path:
     store (what matters leaves it through Tune's checkpoints and MLflow)."""
     local = open_location(plan.run_dir).local
     if local is not None:
-        return local / "trials" / name
+        return trial_dir(local, name)
     return Path(os.environ.get("S4SWEEP_SCRATCH") or tempfile.gettempdir()) / "s4sweep" / plan.sweep_run / name
 
 
@@ -179,13 +179,13 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
     cfg = cfg.with_overrides({"device": {"threads": threads, "workers": threads // 2 if threads >= 4 else 0}})
     workdir = trial_workdir(plan, name)
     # in the run's storage, not the (maybe node-local) working directory: the driver reads it when the sweep ends
-    failure = open_location(plan.run_dir) / "trials" / name / DATA_FAILURE
+    failure = trial_dir(open_location(plan.run_dir), name) / DATA_FAILURE
     if failure.is_file():  # failed on a broken file (a restore after a crash of the driver): nothing to redo
         return
     resume, restored = _restored_checkpoint(workdir)
     run_id = restored.get("run_id")
     if resume is None and Budget.exhausted(plan):
-        (open_location(plan.run_dir) / "trials" / name / SKIPPED).write_text(
+        (trial_dir(open_location(plan.run_dir), name) / SKIPPED).write_text(
             f"max_gpu_hours {plan.max_device_hours} spent before this trial started")
         return
     for es in (cfg.dataset, *cfg.eval):  # generated data the driver made on its own disk: made again on this node
@@ -401,7 +401,7 @@ def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, in
 def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) -> list[TrialOutcome]:
     """Run (or continue) the trials of one sweep run; returns one outcome per Tune trial."""
     run_dir = open_location(plan.run_dir)
-    tune_dir = run_dir / "tune"  # a local path or a URI: Tune's own storage handling (pyarrow.fs) takes either
+    tune_dir = run_dir / TUNE  # a local path or a URI: Tune's own storage handling (pyarrow.fs) takes either
     # our own MLflow child runs carry the metrics: no TensorBoard or CSV logger in every trial directory; the JSON
     # one stays (below), since Tune's result grid reads it back
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -428,7 +428,7 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                                    trial_name_creator=lambda t: _trial_name(plan, t.config),
                                    trial_dirname_creator=lambda t: f"{_trial_name(plan, t.config)}-{t.trial_id}"),
             run_config=RunConfig(
-                name="tune", storage_path=str(run_dir), verbose=0,
+                name=TUNE, storage_path=str(run_dir), verbose=0,
                 failure_config=FailureConfig(max_failures=plan.max_failures),
                 # two checkpoints per trial are kept (the best by the sweep metric and the latest); the trainer
                 # keeps its own last two locally
@@ -441,9 +441,9 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
               for r in results if r.error is not None}
     ended = TrialStatusLog.read(run_dir)
     names = list(plan.names) if plan.optuna_space is None else list(ended)
-    skipped = {n for n in names if (run_dir / "trials" / n / SKIPPED).is_file()}
+    skipped = {n for n in names if (trial_dir(run_dir, n) / SKIPPED).is_file()}
     for n in names:  # trials that met a broken file returned to Tune, but failed
-        failure = run_dir / "trials" / n / DATA_FAILURE
+        failure = trial_dir(run_dir, n) / DATA_FAILURE
         if failure.is_file():
             errors[n] = failure.read_text()
     outcomes = [TrialOutcome(n, "skipped" if n in skipped else ended.get(n, "unfinished"), errors.get(n), {})
@@ -461,7 +461,7 @@ class Budget(tune.Callback):
     trials, never running ones. GPU trials count GPU-hours (fraction x wall hours); CPU-only trials count CPU-hours.
     """
 
-    FILE = "budget.json"
+    FILE = BUDGET_FILE
 
     def __init__(self, plan: TrialPlan) -> None:
         self.path = open_location(plan.run_dir) / self.FILE
@@ -508,7 +508,7 @@ class TrialStatusLog(tune.Callback):
     by the driver as trials end and carried across restores, can.
     """
 
-    FILE = "trial_status.json"
+    FILE = TRIAL_STATUS_FILE
 
     def __init__(self, run_dir: Location, plan: TrialPlan) -> None:
         self.run_dir, self.path, self.plan = run_dir, run_dir / self.FILE, plan
@@ -524,7 +524,7 @@ class TrialStatusLog(tune.Callback):
         self.path.write_text(json.dumps(ended, indent=1, sort_keys=True))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        failed = (self.run_dir / "trials" / _trial_name(self.plan, trial.config) / DATA_FAILURE).is_file()
+        failed = (trial_dir(self.run_dir, _trial_name(self.plan, trial.config)) / DATA_FAILURE).is_file()
         self._write(trial, "error" if failed else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
