@@ -70,6 +70,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.console import ConsoleReporter
+    from orchestrator.runs import train_dir
     from orchestrator.spec import load_spec, resolve_spec_path
     from trainers.s4gan.train import train
 
@@ -78,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not 0 <= args.trial < len(trials):
         raise UsageError(f"--trial {args.trial}: {spec.source} has {len(trials)} trials (0..{len(trials) - 1})")
     cfg, name = trials[args.trial], names[args.trial]
-    out = Path(args.out or Path("runs") / "train" / f"{spec.name}-{name}").resolve()
+    out = Path(args.out or train_dir(f"{spec.name}-{name}")).resolve()
     log.info("trial %d of %s (%s) -> %s", args.trial, spec.name, name, out)
     reporter = ConsoleReporter(total=cfg.schedule.iterations, desc=name)
     resume = Path(args.resume).resolve() if args.resume else None

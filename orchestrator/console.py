@@ -39,7 +39,7 @@ class ConsoleReporter:
         if shown:
             self._bar.set_postfix(shown, refresh=False)
         for key, value in values.items():
-            if key.startswith("val/") and key.endswith("/miou"):
+            if M.is_val_miou(key):
                 self._bar.write(f"iteration {step}: {key} = {100 * value:.1f}")
 
     def artifact(self, path: Path) -> None:

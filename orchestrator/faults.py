@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainers import fileio
+
 HOLD_MAX_S = 600.0
 HOLD_POLL_S = 0.2
 
@@ -44,10 +46,8 @@ def at_metrics(fault: Mapping[str, Any] | None, *, run: str, trial: str, step: i
         return
     folder = Path(fault["dir"])
     held = folder / f"held-{run}-{trial}-{attempt}.json"
-    tmp = held.with_name(f".{held.name}.tmp")
-    tmp.write_text(json.dumps({"trial": trial, "step": step, "attempt": attempt, "pid": os.getpid(),
-                               "time": time.time(), **where}))
-    os.replace(tmp, held)
+    fileio.write_text(held, json.dumps({"trial": trial, "step": step, "attempt": attempt, "pid": os.getpid(),
+                                        "time": time.time(), **where}))
     release = folder / f"release-{run}-{trial}"
     deadline = time.monotonic() + float(fault.get("max_s", HOLD_MAX_S))
     while not release.exists() and time.monotonic() < deadline:

@@ -31,6 +31,7 @@ import numpy as np
 from orchestrator import report as RP
 from orchestrator import results as R
 from orchestrator.baseline import DEFAULT_TOLERANCES, FORMAT, BaselineError, read_baseline
+from trainers.fileio import write_text
 
 log = logging.getLogger(__name__)
 PASS, REGRESSION, UNUSABLE = 0, 1, 2
@@ -83,7 +84,7 @@ def emit_baseline(res: R.SweepResults, report: RP.Report, path: Path, *,
                 "axis": report.tables[0].axis if report.tables else "variant", "identity": identity(res),
                 "tolerances": {**DEFAULT_TOLERANCES, **kept, **(tolerances or {})}, "cells": cells}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(baseline), indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(_clean(baseline), indent=1, allow_nan=False) + "\n")
     return baseline
 
 
@@ -235,7 +236,7 @@ def write(verdict: Verdict, out: Path) -> list[Path]:
     files = {"verdict.json": json.dumps(verdict.to_json(), indent=1) + "\n", "verdict.md": to_markdown(verdict),
              "verdict.html": to_html(verdict)}
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        write_text(out / name, text)
     return [out / name for name in files]
 
 

@@ -291,11 +291,11 @@ _FIXED_TYPES = {"run": pa.string(), "trial": pa.string(), "variant": pa.string()
 
 def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any], sets: Mapping[str, Mapping[str, Any]]) -> Any:
     """(eval key, class or None, metric, value) for every evaluation set the child logged, classes in dataset order."""
-    eval_keys = list(dict.fromkeys(k.split("/")[1] for k in child.metrics if k.startswith("val/") and
-                                   k.count("/") >= 2))
+    parsed = [p for p in map(M.parse_val, child.metrics) if p is not None]
+    eval_keys = list(dict.fromkeys(eval_key for eval_key, _, _ in parsed))
     for key in eval_keys:
         report = reports.get((child.name, key))
-        logged = sorted({k.rsplit("/", 1)[1] for k in child.metrics if k.startswith(f"val/{key}/iou/")})
+        logged = sorted({cls for e, kind, cls in parsed if (e, kind) == (key, "iou") and cls is not None})
         if report:
             classes = list(report["class_names"])
         else:  # no per-class JSON (a failed trial): the dataset's order, for the classes it logged

@@ -2,10 +2,14 @@
 
 A sweep *run* is one launch of a sweep file: `<name>-<UTC timestamp>` unless `--run-name` chooses. Its state lives in
 `<storage>/sweeps/<run id>/`: `run.json` (this module), `tune/` (Ray Tune's experiment state and the trials'
-checkpoints) and, on a filesystem, `trials/<trial>/` (each trial's working directory; on an object store the
-working directories are node-local scratch). The storage is a local or shared path or an object-store URI
-(orchestrator/storage.py). The embedded MLflow store sits at `<storage>/mlflow.db` + `<storage>/mlartifacts/`,
-shared by every run, so the MLflow UI shows all sweeps together; an object store needs a tracking server instead.
+checkpoints), `budget.json` and `trial_status.json` (the driver's Tune callbacks) and, on a filesystem,
+`trials/<trial>/` (each trial's working directory; on an object store the working directories are node-local
+scratch). The storage is a local or shared path or an object-store URI (orchestrator/storage.py). The embedded MLflow
+store sits at `<storage>/mlflow.db` + `<storage>/mlartifacts/`, shared by every run, so the MLflow UI shows all sweeps
+together; an object store needs a tracking server instead. Generated data sits in `<storage>/data/`, named by
+trainers.data.synth_root (trainers compute it on the worker, and never import the orchestrator).
+
+The names below are the layout; everything else joins them through these functions.
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ import shutil
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from orchestrator.storage import Location, open_location
 
 Status = Literal["running", "finished", "interrupted", "failed"]
+DEFAULT_ROOT = "runs"  # the storage root when neither --storage nor $S4SWEEP_HOME names one (under the working dir)
+SWEEPS = "sweeps"
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.json"  # in the run directory and on the parent run: RunManifest
+TUNE = "tune"  # Ray Tune's experiment name, hence its folder in the run directory
+TRIALS = "trials"
+BUDGET_FILE = "budget.json"
+TRIAL_STATUS_FILE = "trial_status.json"
+MLFLOW_DB = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlartifacts"
+TRAIN_DIR = "train"  # `s4sweep train` without --out: ./runs/train/<sweep>-<trial>
 # in a trial's directory: the broken file that failed it. Retrying cannot mend a file, so neither Tune's retries nor
 # `--resume` run that trial again: mend the file and start a new run
 DATA_FAILURE = "data-failure.txt"
@@ -86,13 +99,14 @@ class RunManifest:
 
 
 Root = Location | Path | str
+P = TypeVar("P", Location, Path)
 
 
 def storage_root(storage: str | None) -> Location:
     """--storage, else $S4SWEEP_HOME, else ./runs; a path is made absolute (Tune changes each trial's working
     directory). On several nodes it must be shared storage (NFS, EFS at the same path everywhere) or an object-store
     URI such as s3://bucket/prefix; the driver checks both before anything is scheduled."""
-    return open_location(storage or os.environ.get("S4SWEEP_HOME") or "runs")
+    return open_location(storage or os.environ.get("S4SWEEP_HOME") or DEFAULT_ROOT)
 
 
 def as_location(root: Root) -> Location:
@@ -107,8 +121,37 @@ def new_run_id(sweep: str, *, run_name: str | None = None, now: datetime | None 
     return f"{sweep}-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}"
 
 
+def sweeps_dir(root: Root) -> Location:
+    return as_location(root) / SWEEPS
+
+
 def run_dir(root: Root, run_id: str) -> Location:
-    return as_location(root) / "sweeps" / run_id
+    return sweeps_dir(root) / run_id
+
+
+def tune_dir(run: Location) -> Location:
+    """A run directory's Ray Tune state (Tune makes it: RunConfig(name=TUNE, storage_path=<run directory>))."""
+    return run / TUNE
+
+
+def trial_dir(run: P, trial: str) -> P:
+    """A trial's folder under a run directory (a Location, or its local Path)."""
+    return run / TRIALS / trial
+
+
+def mlflow_db(root: Path) -> Path:
+    """The embedded MLflow store's SQLite file in a local storage root."""
+    return Path(root).resolve() / MLFLOW_DB
+
+
+def mlflow_artifacts(root: Location) -> Path | str:
+    """Where the embedded (or a database) tracking store keeps artifacts: beside the runs, as a local path or a URI."""
+    return root.local / MLFLOW_ARTIFACTS if root.local is not None else str(root / MLFLOW_ARTIFACTS)
+
+
+def train_dir(name: str) -> Path:
+    """Where `s4sweep train` writes a trial without --out: `./runs/train/<name>` (the working directory's)."""
+    return Path(DEFAULT_ROOT) / TRAIN_DIR / name
 
 
 def save(root: Root, state: RunState) -> RunState:
@@ -128,7 +171,7 @@ def read_manifest(root: Root, run_id: str) -> RunManifest | None:
 
 def create(root: Root, state: RunState) -> RunState:
     if (run_dir(root, state.run_id) / RUN_FILE).is_file():
-        raise RunError(f"run {state.run_id} already exists under {as_location(root) / 'sweeps'}; choose another "
+        raise RunError(f"run {state.run_id} already exists under {sweeps_dir(root)}; choose another "
                        f"--run-name or continue it with --resume {state.run_id}")
     created = state.created or datetime.now(UTC).isoformat(timespec="seconds")
     return save(root, replace(state, created=created))
@@ -149,7 +192,7 @@ def remove(root: Root, run_id: str) -> None:
 def load(root: Root, run_id: str) -> RunState:
     path = run_dir(root, run_id) / RUN_FILE
     if not path.is_file():
-        raise RunError(f"no run {run_id!r} under {as_location(root) / 'sweeps'}")
+        raise RunError(f"no run {run_id!r} under {sweeps_dir(root)}")
     return _read(path)
 
 
@@ -191,7 +234,7 @@ def update(root: Root, state: RunState, **changes: object) -> RunState:
 def runs_of(root: Root, sweep: str) -> list[RunState]:
     """Every run of a sweep, oldest first."""
     found = []
-    for folder in (as_location(root) / "sweeps").children():
+    for folder in sweeps_dir(root).children():
         path = folder / RUN_FILE
         if not path.is_file():
             continue
@@ -204,5 +247,5 @@ def runs_of(root: Root, sweep: str) -> list[RunState]:
 def latest(root: Root, sweep: str, *, statuses: tuple[Status, ...]) -> RunState:
     matching = [s for s in runs_of(root, sweep) if s.status in statuses]
     if not matching:
-        raise RunError(f"no {' or '.join(statuses)} run of sweep {sweep!r} under {as_location(root) / 'sweeps'}")
+        raise RunError(f"no {' or '.join(statuses)} run of sweep {sweep!r} under {sweeps_dir(root)}")
     return matching[-1]

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from trainers import fileio
+
 PROBE_PREFIX = ".s4sweep-probe-"
 
 
@@ -68,9 +70,7 @@ class Location:
                 f.write(text.encode())
             return
         self.local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.local.with_name(f".{self.local.name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, self.local)
+        fileio.write_text(self.local, text)
 
     def children(self) -> list[Location]:
         """The entries directly inside this folder, sorted by name; none if it does not exist."""

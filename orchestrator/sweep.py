@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator import report, results, runs
 from orchestrator.spec import OptunaSearch, SweepSpec
 from orchestrator.storage import Location
+from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data.check import scan_dataset
 from trainers.data.roots import resolve_root, s4sweep_home
@@ -48,13 +49,13 @@ def tracking_uri_for(root: Location, given: str | None) -> str:
     if root.local is None:
         raise runs.RunError(f"storage {root}: an object store keeps no embedded MLflow store; pass --tracking-uri "
                             "http://<mlflow server> (or set MLFLOW_TRACKING_URI); the server may keep its artifacts "
-                            f"in the same store (mlflow server --artifacts-destination {root}/mlartifacts)")
+                            f"in the same store (mlflow server --artifacts-destination {runs.mlflow_artifacts(root)})")
     return embedded_uri(root.local)
 
 
 def artifact_root(root: Location) -> Path | str:
     """Where a database tracking store keeps artifacts: beside the runs, on the filesystem or the object store."""
-    return root.local / "mlartifacts" if root.local is not None else str(root / "mlartifacts")
+    return runs.mlflow_artifacts(root)
 
 
 def prepare_data(trials: list[TrialConfig], home: Path) -> tuple[list[TrialConfig], dict[str, str]]:
@@ -127,7 +128,7 @@ def launch(spec: SweepSpec, *, storage: str | None = None, run_name: str | None 
     store.check_writable(root)  # an unreachable endpoint, a missing bucket, refused credentials: stop here
     if resume is not None:
         state = runs.load(root, resume) if resume else runs.latest(root, spec.name, statuses=("running", "interrupted"))
-        runs.check_restorable(runs.run_dir(root, state.run_id) / "tune")  # before anything unpickles it
+        runs.check_restorable(runs.tune_dir(runs.run_dir(root, state.run_id)))  # before anything unpickles it
         uri = state.tracking_uri
     else:
         uri = tracking_uri_for(root, tracking_uri)
@@ -198,7 +199,7 @@ def _plan(spec: SweepSpec, trials: list[TrialConfig], names: list[str], root: Lo
     from orchestrator.tune_backend import TrialPlan
 
     search, scheduler = spec.search, spec.scheduler
-    metric = getattr(search, "metric", None) or f"val/{trials[0].eval[0].metric_key}/miou"
+    metric = getattr(search, "metric", None) or M.val(trials[0].eval[0].metric_key, "miou")
     mode = getattr(search, "mode", None) or "max"
     fault = os.environ.get("S4SWEEP_INJECT_FAULT")
     # resolved here, once: a trial's CPUs set its torch threads and loader workers, so the worker builds its
@@ -245,7 +246,7 @@ def _finish(spec: SweepSpec, root: Location, state: runs.RunState, tracker: Any,
                     ", ".join(skipped))
         tracker.set_tags(state.parent_run_id, {"s4sweep.budget_skipped": ",".join(skipped)})
     tracker.log_text(state.parent_run_id, table, "comparison.md")
-    export_best_model(tracker, state, children, metric=f"val/{spec.eval_keys()[0]}/miou", root=root)
+    export_best_model(tracker, state, children, metric=M.val(spec.eval_keys()[0], "miou"), root=root)
     tracker.end(state.parent_run_id, "FAILED" if errors else "FINISHED",
                 error=f"{len(errors)} trial(s) failed" if errors else None)
     return SweepOutcome(runs.update(root, state, status=status), 1 if errors else 0, table)
@@ -269,7 +270,7 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
     if not scored:
         return
     best = max(scored, key=lambda c: c.metrics[metric])
-    trial_dirs = [d for d in (runs.run_dir(root, state.run_id) / "tune").children()
+    trial_dirs = [d for d in runs.tune_dir(runs.run_dir(root, state.run_id)).children()
                   if d.name.startswith(f"{best.name}-")]
     found = sorted((c for d in trial_dirs for c in d.children() if c.name.startswith("checkpoint_")),
                    key=lambda c: c.name)

@@ -144,3 +144,50 @@ MAX_LINES = 420  # STYLE.md 8: files a reader can hold in their head (about 400 
 def test_no_source_file_is_longer_than_a_reader_can_hold():
     long = {rel(p): n for p in SOURCES if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_files_are_replaced_whole_through_one_helper():
+    """Write aside, then rename: `os.replace` lives in trainers/fileio.py's `atomic_write` and nowhere else, so every
+    file another process reads is written whole the same way (and its temporaries named the way cleaners expect)."""
+    offenders = [f"{rel(p)}:{i}: {code}" for p in SOURCES for i, code in code_lines(p).items()
+                 if re.search(r"\bos\.(replace|rename)\b|\bfrom os import\b", code) and rel(p) != "trainers/fileio.py"]
+    assert offenders == []
+
+
+METRIC_PREFIXES = ("val/", "train/", "loss/", "time/")
+
+
+FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+: an f-string is several tokens
+
+
+def string_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text between the quotes) of each string literal that is not a docstring. An f-string is one token on
+    Python 3.11, so its text is the template (`val/{key}/miou`); from 3.12 on, its text up to the first `{`."""
+    found: list[tuple[int, str]] = []
+    statement_start, fstring_line = True, None
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if fstring_line is not None:  # the token after FSTRING_START: the f-string's leading text, if it has one
+            found.append((fstring_line, tok.string if tok.type == tokenize.FSTRING_MIDDLE else ""))
+            fstring_line = None
+        if tok.type == FSTRING_START:
+            fstring_line = tok.start[0]
+        elif tok.type == tokenize.STRING and not statement_start:  # a string opening a statement is a docstring
+            body = tok.string.lstrip("rRbBfFuU")
+            quote = body[:3] if body[:3] in ('"""', "'''") else body[:1]
+            found.append((tok.start[0], body[len(quote):-len(quote)]))
+        if tok.type not in (tokenize.COMMENT, tokenize.NL):
+            statement_start = tok.type in (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
+    return found
+
+
+def test_string_literals_sees_code_strings_and_f_strings_but_not_docstrings(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text('"""val/doc"""\ndef f(k):\n    """val/doc"""\n    return (k, "val/a",\n            f"loss/{k}")\n')
+    assert [(line, text.partition("{")[0]) for line, text in string_literals(path)] == [(4, "val/a"), (5, "loss/")]
+
+
+def test_metric_keys_are_spelled_in_metric_names_only():
+    """DESIGN.md "The seams": a key (or a key's prefix) in a string anywhere else drifts from the scheme unseen."""
+    offenders = [f"{rel(p)}:{line}: {text}" for p in SOURCES if rel(p) != "trainers/metric_names.py"
+                 for line, text in string_literals(p) if text.startswith(METRIC_PREFIXES)]
+    assert offenders == []

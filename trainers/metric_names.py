@@ -43,3 +43,30 @@ def val_class(eval_set: str, kind: PerClass, class_name: str) -> str:
 def loss_state(kind: Literal["weight", "gamma"], class_name: str) -> str:
     """`loss/weight/<class>` or `loss/gamma/<class>`: the state of an adaptive loss."""
     return f"loss/{kind}/{class_name}"
+
+
+VAL_PREFIX = "val/"
+
+
+def is_val(key: str) -> bool:
+    """Whether `key` is an evaluation metric (`val/...`): what a search or scheduler may optimise."""
+    return key.startswith(VAL_PREFIX)
+
+
+def parse_val(key: str) -> tuple[str, str, str | None] | None:
+    """(eval set, summary or per-class kind, class or None) of a `val/...` key; None for any other key.
+
+    `val/idd/miou` -> ("idd", "miou", None); `val/idd/iou/traffic light` -> ("idd", "iou", "traffic light").
+    The metric name is not checked against SUMMARIES and PER_CLASS: a sweep file may name a key logged by a newer
+    version, and what exists is the tracking store's business.
+    """
+    parts = key.split("/", 3)
+    if len(parts) < 3 or parts[0] + "/" != VAL_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2], parts[3] if len(parts) == 4 else None
+
+
+def is_val_miou(key: str) -> bool:
+    """Whether `key` is some evaluation set's `miou` (`val/<eval set>/miou`)."""
+    parsed = parse_val(key)
+    return parsed is not None and parsed[1:] == ("miou", None)

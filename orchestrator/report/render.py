@@ -16,6 +16,7 @@ from orchestrator import results as R
 from orchestrator.report.data_stats import FOUND, SIZE_BINS
 from orchestrator.report.plots import pictures
 from orchestrator.report.tables import ClassTable, Report
+from trainers.fileio import write_text
 
 FORMATS = ("md", "csv", "html", "png")
 
@@ -33,11 +34,11 @@ def write(report: Report, res: R.SweepResults, out: Path, formats: Sequence[str]
             figures[(ct.train, ct.eval)] = pictures(ct, res, out)
             written += [path for _, path in figures[(ct.train, ct.eval)]]
     if "md" in formats:
-        written.append(_write_text(out / "report.md", to_markdown(report)))
+        written.append(write_text(out / "report.md", to_markdown(report)))
     if "csv" in formats:
-        written.append(_write_text(out / "report.csv", to_csv(report)))
+        written.append(write_text(out / "report.csv", to_csv(report)))
     if "html" in formats:
-        written.append(_write_text(out / "report.html", to_html(report, figures)))
+        written.append(write_text(out / "report.html", to_html(report, figures)))
     return written
 
 
@@ -236,8 +237,3 @@ def _bin_names() -> list[str]:
 
 def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from orchestrator.spec.names import trial_names
 from orchestrator.spec.points import Point, build_points, flatten
 from orchestrator.spec.rules import SpecError, check_keys, check_mode, fail, number
+from trainers import metric_names as M
 from trainers.config import FrozenDict, TrialConfig
 
 Mode = Literal["max", "min"]
@@ -77,7 +78,7 @@ class OptunaSearch:
 
 def _check_objective(where: str, metric: object, mode: object) -> None:
     """The metric a search or scheduler optimises, and its direction."""
-    if not isinstance(metric, str) or not metric.startswith("val/"):
+    if not isinstance(metric, str) or not M.is_val(metric):
         fail(f"{where}.metric", "must be a metric key `val/<eval set key>/<metric>`", metric)
     check_mode(f"{where}.mode", mode)
 

@@ -28,6 +28,7 @@ from orchestrator.spec.model import (
 )
 from orchestrator.spec.points import build_config, build_points, freeze, trial_data
 from orchestrator.spec.rules import SpecError, check_keys, fail, number
+from trainers import metric_names as M
 from trainers.config import ConfigError, FrozenDict, TrialConfig, set_param
 
 DEFAULT_MAX_TRIALS = 1000  # a sweep of more trials is refused unless --max-trials raises the limit
@@ -180,8 +181,8 @@ def _parse_search(raw: object, grid: tuple[GridAxis, ...]) -> GridSearch | Optun
 
 
 def _check_metric(where: str, metric: str, eval_keys: list[str]) -> None:
-    key, _, rest = metric.removeprefix("val/").partition("/")
-    if not metric.startswith("val/") or key not in eval_keys or not rest:
+    parsed = M.parse_val(metric)
+    if parsed is None or parsed[0] not in eval_keys:
         fail(where, f"must be `val/<eval set>/<metric>` with an eval set of {', '.join(eval_keys)}", metric)
 
 
@@ -205,7 +206,7 @@ def _parse_scheduler(raw: object, search: GridSearch | OptunaSearch, eval_keys: 
     valid = ("grace_iters", "reduction_factor", "metric", "mode")
     options = dict(check_keys("scheduler.asha", raw["asha"], valid, required=("grace_iters",)))
     optuna = isinstance(search, OptunaSearch)
-    options.setdefault("metric", search.metric if optuna else f"val/{eval_keys[0]}/miou")
+    options.setdefault("metric", search.metric if optuna else M.val(eval_keys[0], "miou"))
     options.setdefault("mode", search.mode if optuna else "max")
     return ASHAScheduler(**options)
 

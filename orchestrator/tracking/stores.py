@@ -18,6 +18,8 @@ import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+from orchestrator.runs import mlflow_db
+
 log = logging.getLogger(__name__)
 SERVER_SCHEMES = ("http", "https")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -28,7 +30,7 @@ class TrackingError(RuntimeError):
 
 
 def embedded_uri(run_root: Path) -> str:
-    return f"sqlite:///{Path(run_root).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{mlflow_db(run_root)}"
 
 
 def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.runs import DATA_FAILURE
+from orchestrator.runs import BUDGET_FILE, DATA_FAILURE, TRIAL_STATUS_FILE, trial_dir
 from orchestrator.storage import Location, open_location
-from orchestrator.tune_backend.trial import BUDGET_FILE, TrialPlan, trial_name
+from orchestrator.tune_backend.trial import TrialPlan, trial_name
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class TrialStatusLog(tune.Callback):
     by the driver as trials end and carried across restores, can.
     """
 
-    FILE = "trial_status.json"
+    FILE = TRIAL_STATUS_FILE
 
     def __init__(self, run_dir: Location, plan: TrialPlan) -> None:
         self.run_dir, self.path, self.plan = run_dir, run_dir / self.FILE, plan
@@ -132,7 +132,7 @@ class TrialStatusLog(tune.Callback):
         self.path.write_text(json.dumps(ended, indent=1, sort_keys=True))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        failed = (self.run_dir / "trials" / trial_name(self.plan, trial.config) / DATA_FAILURE).is_file()
+        failed = (trial_dir(self.run_dir, trial_name(self.plan, trial.config)) / DATA_FAILURE).is_file()
         self._write(trial, "error" if failed else "finished")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune import Checkpoint
 
 from orchestrator import faults
-from orchestrator.runs import DATA_FAILURE
+from orchestrator.runs import BUDGET_FILE, DATA_FAILURE, trial_dir
 from orchestrator.storage import open_location
 from orchestrator.tracking import Tracker
 from trainers import metric_names as M
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 TRACKING_FILE = "tracking.json"
 SKIPPED = "skipped-budget"  # marker in a trial directory: never started, the device-hour budget was spent
 ITERATION = "iteration"  # the time attribute Tune's schedulers read
-BUDGET_FILE = "budget.json"  # in the run directory: device-hours spent (callbacks.Budget writes it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +151,7 @@ def trial_workdir(plan: TrialPlan, name: str) -> Path:
     store (what matters leaves it through Tune's checkpoints and MLflow)."""
     local = open_location(plan.run_dir).local
     if local is not None:
-        return local / "trials" / name
+        return trial_dir(local, name)
     return Path(os.environ.get("S4SWEEP_SCRATCH") or tempfile.gettempdir()) / "s4sweep" / plan.sweep_run / name
 
 
@@ -184,13 +183,13 @@ def run_trial(config: dict[str, Any], *, plan: TrialPlan) -> None:
         name = optuna_trial_name(name, params)
     workdir = trial_workdir(plan, name)
     # in the run's storage, not the (maybe node-local) working directory: the driver reads it when the sweep ends
-    failure = open_location(plan.run_dir) / "trials" / name / DATA_FAILURE
+    failure = trial_dir(open_location(plan.run_dir), name) / DATA_FAILURE
     if failure.is_file():  # failed on a broken file (a restore after a crash of the driver): nothing to redo
         return
     resume, restored = _restored_checkpoint(workdir)
     run_id = restored.get("run_id")
     if resume is None and budget_exhausted(plan):
-        (open_location(plan.run_dir) / "trials" / name / SKIPPED).write_text(
+        (trial_dir(open_location(plan.run_dir), name) / SKIPPED).write_text(
             f"max_gpu_hours {plan.max_device_hours} spent before this trial started")
         return
     for es in (cfg.dataset, *cfg.eval):  # generated data the driver made on its own disk: made again on this node

@@ -10,7 +10,7 @@ from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 from ray.tune.logger import JsonLoggerCallback
 
-from orchestrator.runs import DATA_FAILURE
+from orchestrator.runs import DATA_FAILURE, TUNE, trial_dir
 from orchestrator.storage import open_location
 from orchestrator.tune_backend.callbacks import Budget, Progress, TrialStatusLog
 from orchestrator.tune_backend.trial import ITERATION, SKIPPED, TrialOutcome, TrialPlan, run_trial, trial_name
@@ -44,7 +44,7 @@ def _search_and_scheduler(plan: TrialPlan) -> tuple[dict[str, Any], Any, Any, in
 def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) -> list[TrialOutcome]:
     """Run (or continue) the trials of one sweep run; returns one outcome per Tune trial."""
     run_dir = open_location(plan.run_dir)
-    tune_dir = run_dir / "tune"  # a local path or a URI: Tune's own storage handling (pyarrow.fs) takes either
+    tune_dir = run_dir / TUNE  # a local path or a URI: Tune's own storage handling (pyarrow.fs) takes either
     # our own MLflow child runs carry the metrics: no TensorBoard or CSV logger in every trial directory; the JSON
     # one stays (below), since Tune's result grid reads it back
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -71,7 +71,7 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
                                    trial_name_creator=lambda t: trial_name(plan, t.config),
                                    trial_dirname_creator=lambda t: f"{trial_name(plan, t.config)}-{t.trial_id}"),
             run_config=RunConfig(
-                name="tune", storage_path=str(run_dir), verbose=0,
+                name=TUNE, storage_path=str(run_dir), verbose=0,
                 failure_config=FailureConfig(max_failures=plan.max_failures),
                 # two checkpoints per trial are kept (the best by the sweep metric and the latest); the trainer
                 # keeps its own last two locally
@@ -84,9 +84,9 @@ def run(plan: TrialPlan, *, resume: bool, callbacks: list[Any] | None = None) ->
               for r in results if r.error is not None}
     ended = TrialStatusLog.read(run_dir)
     names = list(plan.names) if plan.optuna_space is None else list(ended)
-    skipped = {n for n in names if (run_dir / "trials" / n / SKIPPED).is_file()}
+    skipped = {n for n in names if (trial_dir(run_dir, n) / SKIPPED).is_file()}
     for n in names:  # trials that met a broken file returned to Tune, but failed
-        failure = run_dir / "trials" / n / DATA_FAILURE
+        failure = trial_dir(run_dir, n) / DATA_FAILURE
         if failure.is_file():
             errors[n] = failure.read_text()
     outcomes = [TrialOutcome(n, "skipped" if n in skipped else ended.get(n, "unfinished"), errors.get(n), {})

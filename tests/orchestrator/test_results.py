@@ -170,5 +170,5 @@ def test_a_run_manifest_reads_back_as_written_and_a_broken_one_is_named(tmp_path
     assert runs.read_manifest(tmp_path, "m-2") is None  # a run from before manifests
     path = runs.run_dir(tmp_path, "m-1") / runs.MANIFEST_FILE
     path.write_text(json.dumps({"sweep": "m"}))
-    with pytest.raises(runs.RunError, match=r"m-1/manifest.json: not a run manifest s4sweep wrote \(missing configs, cpu, "):
+    with pytest.raises(runs.RunError, match=r"m-1/manifest.json: not a run manifest s4sweep wrote \(missing configs, "):
         runs.read_manifest(tmp_path, "m-1")

@@ -22,6 +22,21 @@ def state(run_id: str, status: runs.Status = "finished") -> runs.RunState:
                          status=status)
 
 
+def test_the_run_directory_layout(tmp_path):
+    """Runs already on disk and the docs rely on these names: orchestrator/runs.py spells each once."""
+    home = tmp_path.resolve()
+    root = runs.storage_root(str(home))
+    run = runs.run_dir(root, "micro-1")
+    assert run.local == home / "sweeps" / "micro-1"
+    assert runs.tune_dir(run).local == home / "sweeps" / "micro-1" / "tune"
+    assert runs.trial_dir(run, "ce-s0").local == runs.trial_dir(run.local, "ce-s0") == run.local / "trials" / "ce-s0"
+    assert runs.mlflow_db(home) == home / "mlflow.db"
+    assert runs.mlflow_artifacts(root) == home / "mlartifacts"
+    assert runs.train_dir("micro-ce-s0") == Path("runs") / "train" / "micro-ce-s0"
+    runs.create(root, state("micro-1"))
+    assert sorted(p.name for p in run.local.iterdir()) == ["run.json"]
+
+
 def test_run_records_round_trip_on_the_object_store(s3_env):
     root = runs.storage_root(f"s3://{s3_env.bucket}/records")
     assert str(root) == f"s3://{s3_env.bucket}/records" and root.local is None

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -24,6 +25,7 @@ from trainers.data.cityscapes import Pair
 from trainers.data.labels_idd import ID_TYPE, IDD_TABLES, LABEL_SETS
 from trainers.data.rasterise import RASTERISER_VERSION, rasterise, read_polygons
 from trainers.data.tables import DataError
+from trainers.fileio import TMP_MARK, atomic_write, writer_pid
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +148,8 @@ def prepare_file(polygons: Path, label_sets: Sequence[str], skip_unknown: bool =
     info.add_text(VERSION_KEY, str(RASTERISER_VERSION))
     for label_set in stale:
         label = label_path(polygons, label_set)
-        tmp = label.with_name(f".{label.name}.tmp-{os.getpid()}")
-        try:
-            Image.fromarray(IDD_TABLES[label_set].encode(drawing.raw)).save(tmp, format="PNG", pnginfo=info)
-            os.replace(tmp, label)
-        finally:
-            tmp.unlink(missing_ok=True)
+        image = Image.fromarray(IDD_TABLES[label_set].encode(drawing.raw))
+        atomic_write(label, partial(image.save, format="PNG", pnginfo=info))
         result.written.append(label_set)
     return result
 
@@ -162,9 +160,9 @@ def _prepare_star(job: tuple[Path, tuple[str, ...], bool]) -> FileResult:
 
 def remove_orphaned_temporaries(root: Path) -> None:
     """Temporary PNGs left by a killed run (`.<name>.tmp-<pid>` of a process that no longer exists)."""
-    for tmp in (root / "gtFine").glob("*/*/.*_gtFine_label*Ids.png.tmp-*"):
-        pid = tmp.name.rpartition(".tmp-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+    for tmp in (root / "gtFine").glob(f"*/*/.*_gtFine_label*Ids.png{TMP_MARK}*"):
+        pid = writer_pid(tmp)
+        if pid is not None and not _alive(pid):
             tmp.unlink(missing_ok=True)
 
 

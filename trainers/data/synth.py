@@ -30,6 +30,7 @@ from PIL import Image
 
 from trainers.data.labels import CITYSCAPES
 from trainers.data.synth_scene import Scene, render_scene
+from trainers.fileio import atomic_write, write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,7 @@ def render(seed: int, split: Split, index: int, size: tuple[int, int]) -> Scene:
 
 def write_png(path: Path, array: np.ndarray, *, compress_level: int = 6) -> None:
     """Write under a temporary name in the same directory, then rename: never a half-written PNG at `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level))
 
 
 def write_scene(root: Path, split: Split, index: int, scene: Scene) -> None:
@@ -186,7 +182,5 @@ def generate(
         pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, do not draw the remaining images first
     frequencies = class_frequencies(counts)
     manifest = {"generator": "s4sweep synth", "layout": "cityscapes", **wanted, "frequencies": frequencies}
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, root / MANIFEST)
+    write_text(root / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return SynthSummary(root=root, n_train=n_train, n_val=n_val, seed=seed, size=tuple(size), frequencies=frequencies)

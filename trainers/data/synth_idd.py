@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from trainers.data.idd import label_path, prepare_idd
 from trainers.data.labels_idd import IDD_LABEL_BY_NAME, IDD_TABLES, LABEL_SETS
 from trainers.data.rasterise import table_name
 from trainers.data.tables import DataError
+from trainers.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -203,18 +203,9 @@ def write_scene(root: Path, seed: int, split: Split, index: int) -> None:
     image_dir.mkdir(parents=True, exist_ok=True)
     gt_dir.mkdir(parents=True, exist_ok=True)
     annotation = {"imgHeight": size[0], "imgWidth": size[1], "objects": objects}
-    _atomic(gt_dir / f"{img_id}_gtFine_polygons.json", lambda tmp: tmp.write_text(json.dumps(annotation)))
-    _atomic(image_dir / f"{img_id}_leftImg8bit.png",
+    atomic_write(gt_dir / f"{img_id}_gtFine_polygons.json", lambda tmp: tmp.write_text(json.dumps(annotation)))
+    atomic_write(image_dir / f"{img_id}_leftImg8bit.png",
             lambda tmp: Image.fromarray(image).save(tmp, format="PNG", compress_level=1))
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def void_shares(root: Path, n_train: int) -> dict[str, float]:
@@ -258,6 +249,6 @@ def generate(out: Path, *, n_train: int, n_val: int, seed: int = 0,
     if report.problems:
         raise DataError(f"{root}: generated polygons did not rasterise cleanly: {report.problems[0]}")
     shares = void_shares(root, n_train)
-    _atomic(manifest_path, lambda tmp: tmp.write_text(json.dumps(
+    atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(
         {"generator": "s4sweep synth", "layout": "idd", **wanted, "void_share": shares}, indent=2) + "\n"))
     return SynthIDDSummary(root=root, n_train=n_train, n_val=n_val, seed=seed, void_share=shares)

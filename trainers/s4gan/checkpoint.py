@@ -14,7 +14,6 @@ torch is imported inside the functions so that the CLI can name CheckpointError 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -22,6 +21,8 @@ import warnings
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
+
+from trainers.fileio import atomic_write
 
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.json"
@@ -39,15 +40,12 @@ def save(directory: Path, state: dict[str, Any], config: dict[str, Any]) -> Path
     """Write `directory` atomically: either the complete checkpoint exists under that name, or nothing does."""
     import torch
 
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True))
+
+    return atomic_write(directory, write)
 
 
 def load(directory: Path, *, keys: Collection[str] = ()) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from torch import nn
 
 from trainers.data.remap import Remap
 from trainers.data.tables import DatasetInfo
+from trainers.fileio import atomic_write
 from trainers.metrics import ConfusionMatrix, EvalMetrics
 from trainers.s4gan.steps import upsample
 
@@ -150,9 +150,6 @@ def save_json(data: Any, path: Path) -> Path:
 
 
 def _atomic(path: Path, write: Any) -> Path:
-    """Write through a temporary file in the same directory and rename: no half-written file under `path`."""
+    """`atomic_write` into a folder made if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, write)
