@@ -43,3 +43,12 @@ def val_class(eval_set: str, kind: PerClass, class_name: str) -> str:
 def loss_state(kind: Literal["weight", "gamma"], class_name: str) -> str:
     """`loss/weight/<class>` or `loss/gamma/<class>`: the state of an adaptive loss."""
     return f"loss/{kind}/{class_name}"
+
+
+# Small JSON artifacts of each trial that the report reads (orchestrator/results.py downloads them).
+LABELED_COUNTS_FILE = "labeled_counts.json"  # the labeled split's pixels per class (trainers/data/stats.py)
+
+
+def small_objects_file(eval_set: str) -> str:
+    """`small_objects_<eval set>.json`: recall by object size of the final evaluation (trainers/small_objects.py)."""
+    return f"small_objects_{eval_set}.json"
