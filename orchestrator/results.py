@@ -13,17 +13,20 @@ then one column per varied parameter (flattened config paths such as `loss.name`
 Values are each child run's latest metrics: MLflow keeps, per key, the value at the highest step and, among values
 logged at that step, the last one, so a restored trial that replays steps reports its final evaluation once.
 Read through MLflow (children of the run's parent); the per-image intersection/union counts of each trial's
-`per_class_<eval>.json` come along for the report's bootstrap.
+`per_class_<eval>.json` come along for the report's bootstrap, and its `labeled_counts.json` and
+`small_objects_<eval>.json` for the report's class shares and recall by object size. Imports neither torch nor
+trainers.data: class names come from the trials' own artifacts and metric keys.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +39,6 @@ import pyarrow.parquet as pq
 
 from orchestrator import runs
 from trainers import metric_names as M
-from trainers.data import DataError, dataset_info
 
 log = logging.getLogger(__name__)
 ENDED: tuple[runs.Status, ...] = ("finished", "failed")  # runs that stopped by themselves (some trials may have failed)
@@ -79,6 +81,7 @@ class SweepResults:
     params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # trial -> its flattened config
     environment: Mapping[str, str] = field(default_factory=dict)  # the parent's environment.json: versions
     fetch: Callable[[str, str], Path | None] | None = None  # (trial, artifact name) -> local copy, or None
+    trial_json: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # trial -> name -> REPORT_FILES' JSON
     run_url: Callable[[str], str | None] = lambda run_id: None
 
 
@@ -199,19 +202,24 @@ def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResul
     reports = {(c.name, key): _read_json(path) for c in children
                for name, path in files.get(c.name, {}).items() if (key := _per_class_key(name))}
     table = build_table(run, children, info=info, reports=reports, resources=_resources(spec))
+    trial_json = {c.name: {n: data for n, path in files.get(c.name, {}).items()
+                           if _report_file(n) and (data := _read_json(path)) is not None} for c in children}
     per_image = {k: (np.asarray(r["per_image_intersection"], np.int64).reshape(-1, len(r["class_names"])),
                      np.asarray(r["per_image_union"], np.int64).reshape(-1, len(r["class_names"])))
                  for k, r in reports.items() if r}
     return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, spec=spec,
                         expected_trials=expected_trials(spec), trial_info=info, fetch=fetch,
-                        params={c.name: c.params for c in children}, environment=environment,
+                        params={c.name: c.params for c in children}, environment=environment, trial_json=trial_json,
                         run_url=lambda run_id: tracker.run_url(run.experiment_id, run_id))
 
 
 def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mapping[str, Any]] | None = None,
                 reports: Mapping[tuple[str, str], Mapping[str, Any] | None] | None = None,
-                resources: tuple[float, float] | None = None) -> pa.Table:
-    """The long table from child runs (anything with name, run_id, status, params, metrics)."""
+                resources: tuple[float, float] | None = None,
+                class_order: Callable[[Mapping[str, str], str], Sequence[str]] | None = None) -> pa.Table:
+    """The long table from child runs (anything with name, run_id, status, params, metrics). A trial without its
+    per-class JSON has its classes in `class_order(params, eval key)` (the caller's label tables), else in another
+    trial's order of the set."""
     info, reports = info or {}, reports or {}
     varied = varied_params([c.params for c in children])
     cols: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
@@ -225,7 +233,7 @@ def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mappin
                  "dataset": training_set(p), "wall_s": None if wall is None else float(wall), "cpu": cpu,
                  "gpu": gpu, "precision": trial_info.get("precision") or p.get("precision.precision"),
                  "run_id": child.run_id}
-        rows = list(_metric_rows(child, reports))
+        rows = list(_metric_rows(child, reports, class_order))
         for name, v in fixed.items():
             cols[name] += [v] * len(rows)
         for name, values in zip(("eval", "class", "metric", "value"), zip(*rows, strict=True) if rows else (),
@@ -238,6 +246,19 @@ def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mappin
     meta = {"sweep": run.sweep, "run": run.run_id, "status": run.status, "parent_run_id": run.parent_run_id,
             "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri}
     return pa.table(arrays).replace_schema_metadata({"s4sweep": json.dumps(meta)})
+
+
+def labeled_counts(tracker: Any, children: list[Any], cache: Path) -> dict[str, dict[str, Any]]:
+    """trial -> {labeled_counts.json: its JSON} for the children that logged it (the end-of-sweep summary's class
+    shares, without the rest of `collect`)."""
+    def one(child: Any) -> dict[str, Any]:
+        if M.LABELED_COUNTS_FILE not in tracker.artifact_names(child.run_id):
+            return {}
+        path = tracker.download_artifact(child.run_id, M.LABELED_COUNTS_FILE, cache / child.name)
+        return {M.LABELED_COUNTS_FILE: _read_json(path)}
+
+    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        return {c.name: files for c, files in zip(children, pool.map(one, children), strict=True) if files}
 
 
 def varied_params(all_params: list[Mapping[str, str]]) -> list[str]:
@@ -272,21 +293,19 @@ _FIXED_TYPES = {"run": pa.string(), "trial": pa.string(), "variant": pa.string()
                 "cpu": pa.float64(), "gpu": pa.float64(), "precision": pa.string(), "run_id": pa.string()}
 
 
-def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any]) -> Any:
+def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any],
+                 class_order: Callable[[Mapping[str, str], str], Sequence[str]] | None) -> Any:
     """(eval key, class or None, metric, value) for every evaluation set the child logged, classes in dataset order."""
     eval_keys = list(dict.fromkeys(k.split("/")[1] for k in child.metrics if k.startswith("val/") and
                                    k.count("/") >= 2))
-    sets = _eval_sets(child.params)
     for key in eval_keys:
         report = reports.get((child.name, key))
         logged = sorted({k.rsplit("/", 1)[1] for k in child.metrics if k.startswith(f"val/{key}/iou/")})
         if report:
             classes = list(report["class_names"])
         else:  # no per-class JSON (a failed trial): the dataset's order, for the classes it logged
-            try:
-                known = dataset_info(*sets[key]).labels.classes if key in sets else ()
-            except DataError:
-                known = ()
+            known = (class_order(child.params, key) if class_order else ()) or \
+                next((r["class_names"] for (_, k), r in reports.items() if k == key and r), ())
             classes = [c for c in known if c in logged] + [c for c in logged if c not in known]
         for summary in M.SUMMARIES:
             if (value := child.metrics.get(M.val(key, summary))) is not None:
@@ -307,22 +326,22 @@ def eval_sets(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return {s.get("key") or s.get("name"): s for s in sets if isinstance(s, dict)} if isinstance(sets, list) else {}
 
 
-def _eval_sets(params: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
-    """Evaluation key -> (dataset name, label set)."""
-    return {key: (s.get("name"), s.get("label_set")) for key, s in eval_sets(params).items()}
-
-
 def _download_trial(tracker: Any, child: Any, dst: Path) -> tuple[list[str], dict[str, Path]]:
     """The names of all the trial's artifacts, and local copies of the small JSON ones (per-class reports,
-    trial_info.json)."""
+    trial_info.json, REPORT_FILES)."""
     listed = tracker.artifact_names(child.run_id)
-    wanted = [n for n in listed if n == "trial_info.json" or _per_class_key(n)]
+    wanted = [n for n in listed if n == "trial_info.json" or _per_class_key(n) or _report_file(n)]
     return listed, {n: tracker.download_artifact(child.run_id, n, dst) for n in wanted}
 
 
 def _per_class_key(name: str) -> str | None:
     m = re.fullmatch(r"per_class_(.+)\.json", name)
     return m.group(1) if m else None
+
+
+def _report_file(name: str) -> bool:
+    """A small JSON the trial logs for the report: labeled_counts.json, small_objects_<eval>.json."""
+    return name == M.LABELED_COUNTS_FILE or fnmatch.fnmatchcase(name, M.small_objects_file("*"))
 
 
 def _read_json(path: Path | None) -> Any:

@@ -5,6 +5,7 @@ Cityscapes layout, hand-computed answers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,40 @@ def test_small_object_recall_scores_a_remapped_model_on_the_evaluation_classes(t
 
     objects, found = report.small_object_recall(saved)["cityscapes"]
     assert objects.tolist() == [1, 1, 0, 0] and found.tolist() == [0, 1, 0, 0]
+
+
+@pytest.mark.slow
+def test_the_logged_class_share_is_the_one_the_report_counted_from_the_data(tmp_path, monkeypatch):
+    """Old path (the report reads the labeled split's PNGs and carries the shares through the remap) against the new
+    (each trial logs labeled_counts.json; the report reads it): micro trials on generated IDD level4 data, two split
+    seeds, scored on synth_idd level4 and through level4->cs19 on synth."""
+    from orchestrator import results
+    from orchestrator.report.data_stats import class_share, eval_class_share, labeled_pixel_share
+    from orchestrator.tracking import flatten_params
+    from trainers.data import resolve_root
+    from trainers.reporting import ListReporter
+    from trainers.s4gan.train import train
+
+    monkeypatch.setenv("S4SWEEP_HOME", str(tmp_path))
+    root = resolve_root("synth_idd", None, synth_images=8)
+    params, trial_json = {}, {}
+    for split_seed in (0, 1):
+        cfg = TrialConfig.from_dict({
+            "preset": "micro", "split_seed": split_seed,
+            "dataset": {"name": "synth_idd", "label_set": "level4", "root": str(root), "labeled_ratio": 0.5},
+            "eval": [{"name": "synth_idd", "label_set": "level4", "max_images": 1},
+                     {"name": "synth", "remap": "level4->cs19", "max_images": 1}]})
+        rep = ListReporter()
+        train(cfg, reporter=rep, workdir=tmp_path / f"t{split_seed}")
+        name = f"ce-split{split_seed}-s0"
+        params[name] = flatten_params(cfg.to_dict())
+        trial_json[name] = {p.name: json.loads(p.read_text()) for p in rep.artifacts if p.suffix == ".json"}
+    run = results.SweepRun(sweep="x", run_id="x-1", status="finished", tracking_uri="", experiment_id="",
+                           parent_run_id="")
+    res = results.SweepResults(run=run, table=None, params=params, trial_json=trial_json)
+    for eval_key in ("synth_idd", "synth"):
+        old = eval_class_share(res, "synth_idd:level4", eval_key, labeled_pixel_share(res, "synth_idd:level4"))
+        new, note = class_share(res, "synth_idd:level4", eval_key)
+        assert old is not None and note is None and list(new) != [] and set(new) == set(old)
+        assert sum(v > 0 for v in old.values()) > 3
+        assert new == pytest.approx(old, rel=1e-12, abs=1e-15)
