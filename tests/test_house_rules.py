@@ -63,3 +63,28 @@ def test_no_trap_apis_and_no_bare_except():
     hits = [f"{rel(p)}:{i}: {code}" for p in SOURCES for i, code in code_lines(p).items()
             if BANNED.search(code) or code.strip().startswith("except:")]
     assert hits == []
+
+
+REPORT_MODULES = ("orchestrator.report", "orchestrator.results")
+
+
+def test_the_report_imports_neither_torch_nor_the_data_package():
+    """The report reads what the trials logged: importing it in a fresh interpreter loads neither torch nor
+    trainers.data, and no function of it imports them later."""
+    import subprocess
+    import sys
+
+    probe = (f"import sys\nimport {', '.join(REPORT_MODULES)}\n"
+             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'trainers.data'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    sources = [p for p in SOURCES if rel(p).startswith("orchestrator/report/") or rel(p) == "orchestrator/results.py"]
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{rel(path)}: {n}" for n in names if n.split(".")[0] == "torch"
+                          or n == "trainers.data" or n.startswith("trainers.data.")]
+    assert len(sources) > 5 and offenders == []
