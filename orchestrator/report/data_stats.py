@@ -42,7 +42,7 @@ def class_share(res: R.SweepResults, train: str, eval_key: str) -> tuple[dict[st
             shares[key] = np.array([carried.get(c, 0) for c in classes], float) / max(sum(counts["pixels"]), 1)
     missing = [t for t in lacking if _split_of(res.params[t]) not in shares]
     note = (f"labeled pixel share of {train} → {eval_key} leaves out the split of trial(s) {', '.join(missing)}: no "
-            f"{M.LABELED_COUNTS_FILE} (logged by trials of s4sweep since 2026-12)") if missing else None
+            f"{M.LABELED_COUNTS_FILE} (a run from before trials logged it)") if missing else None
     if not shares:
         return None, note
     return dict(zip(classes, np.mean(list(shares.values()), axis=0).tolist(), strict=True)), note

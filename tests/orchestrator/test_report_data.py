@@ -121,3 +121,23 @@ def test_the_logged_class_share_is_the_one_the_report_counted_from_the_data(tmp_
         assert old is not None and note is None and list(new) != [] and set(new) == set(old)
         assert sum(v > 0 for v in old.values()) > 3
         assert new == pytest.approx(old, rel=1e-12, abs=1e-15)
+
+
+def test_a_split_whose_trials_did_not_log_their_pixels_is_named_not_counted():
+    from orchestrator import results
+    from orchestrator.report.data_stats import class_share
+
+    def params(split_seed: int) -> dict[str, str]:
+        return {"dataset.name": "synth", "dataset.root": "/r", "dataset.labeled_ratio": "0.5",
+                "split_seed": str(split_seed)}
+
+    counts = {"classes": ["road", "car"], "pixels": [60, 40], "eval": {"synth": {"road": 60, "car": 40}}}
+    run = results.SweepRun(sweep="x", run_id="x-1", status="finished", tracking_uri="", experiment_id="",
+                           parent_run_id="")
+    res = results.SweepResults(run=run, table=None, params={"ce-split0-s0": params(0), "ce-split0-s1": params(0),
+                                                            "ce-split1-s0": params(1)},
+                               trial_json={"ce-split0-s0": {"labeled_counts.json": counts}})
+    share, note = class_share(res, "synth", "synth")
+    assert share == {"road": 0.6, "car": 0.4}  # split 0 only; ce-split0-s1 shares its split
+    assert note is not None and "ce-split1-s0" in note and "ce-split0-s1" not in note
+    assert class_share(results.SweepResults(run=run, table=None, params={"a": params(0)}), "synth", "synth")[0] is None

@@ -66,7 +66,7 @@ def scored_prediction(logits: torch.Tensor, label: torch.Tensor,
                       remap: RemapScorer | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(prediction, confidence, label) on the evaluation set's classes: the softmax of the logits upsampled to the
     label's size, through `remap` when the model predicts another label set. Everything that scores a model (the
-    metrics, the report's recall by object size) goes through here, so all of them see the same classes."""
+    metrics, the recall by object size) goes through here, so all of them see the same classes."""
     probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
     if remap is not None:
         return remap(probs, label)
