@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <run directory>/report)")
     p.add_argument("--columns", metavar="AXIS", help="column axis: variant (default) or a varied param, e.g. seed")
     p.add_argument("--small-objects", action="store_true",
-                   help="re-evaluate each trial's checkpoint for recall by object size (needs the run directory)")
+                   help="recall by object size, from each trial's final evaluation")
     p.add_argument("--emit-baseline", metavar="FILE", help="also write a baseline JSON for `s4sweep regress`")
     p.add_argument("--tolerance", action="append", metavar="KEY=VALUE",
                    help="with --emit-baseline: miou_abs, iou_abs (fractions), wall_rel, seed_std_k")

@@ -13,17 +13,20 @@ then one column per varied parameter (flattened config paths such as `loss.name`
 Values are each child run's latest metrics: MLflow keeps, per key, the value at the highest step and, among values
 logged at that step, the last one, so a restored trial that replays steps reports its final evaluation once.
 Read through MLflow (children of the run's parent); the per-image intersection/union counts of each trial's
-`per_class_<eval>.json` come along for the report's bootstrap.
+`per_class_<eval>.json` come along for the report's bootstrap, and its `labeled_counts.json` and
+`small_objects_<eval>.json` for the report's class shares and recall by object size. Imports neither torch nor
+trainers.data: class names come from the trials' own artifacts and metric keys.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +38,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from orchestrator import runs
+
+# which run (sweep_runs.py) is part of this notebook API: results.find_run, results.SweepRun, ...
+from orchestrator.sweep_runs import ENDED as ENDED
+from orchestrator.sweep_runs import SweepRun, find_run
+from orchestrator.sweep_runs import output_dir as output_dir
+from orchestrator.sweep_runs import previous_run as previous_run
 from trainers import metric_names as M
-from trainers.data.tables import DataError, dataset_info
 
 log = logging.getLogger(__name__)
-ENDED: tuple[runs.Status, ...] = ("finished", "failed")  # runs that stopped by themselves (some trials may have failed)
 FINISHED = "FINISHED"
 DOWNLOAD_THREADS = 4
 FIXED_COLUMNS = ("run", "trial", "variant", "status", "seed", "split_seed", "dataset", "eval", "class", "metric",
@@ -48,21 +55,6 @@ NOT_VARIED = {"seed", "split_seed"}  # fixed columns already
 _SEED_SUFFIX = re.compile(r"(-split\d+)?(-s\d+)?$")
 
 PerImage = tuple[np.ndarray, np.ndarray]  # intersection, union: int64 [images, classes]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepRun:
-    """Where one sweep run's numbers are: its MLflow parent run, and its local run directory if this machine has it
-    (None for a run kept on an object store, or known from MLflow only)."""
-
-    sweep: str
-    run_id: str
-    status: str  # runs.Status
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    run_dir: Path | None = None
-    created: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +72,7 @@ class SweepResults:
     params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # trial -> its flattened config
     environment: Mapping[str, str] = field(default_factory=dict)  # the parent's environment.json: versions
     fetch: Callable[[str, str], Path | None] | None = None  # (trial, artifact name) -> local copy, or None
+    trial_json: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # trial -> name -> REPORT_FILES' JSON
     run_url: Callable[[str], str | None] = lambda run_id: None
 
     def eval_sets_of(self, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -96,83 +89,6 @@ class SweepResults:
 def variant_of(trial_name: str) -> str:
     """`focal-g2-s1` -> `focal-g2`; `ce-split1-s0` -> `ce` (seeds of both kinds are what a column averages over)."""
     return _SEED_SUFFIX.sub("", trial_name) or trial_name
-
-
-# --- which run ---------------------------------------------------------------------------------------------------
-
-
-def find_run(sweep: str | None, run: str | None = None, *, tracking_uri: str | None = None,
-             storage: str | None = None) -> SweepRun:
-    """The named run, else the latest ended (finished or failed) run of `sweep`: from the run directory's run.json,
-    else, with a tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI) and no local record, from MLflow alone. A
-    run named without its sweep (`sweep` None) is found through its local record only."""
-    from orchestrator.tracking import check_server
-
-    if sweep is None and run is None:
-        raise runs.RunError("name a sweep or a run")
-    given = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if given:
-        check_server(given)  # a dead or foreign server fails here in seconds, naming its URI
-    root = runs.storage_root(storage)
-    try:
-        state = runs.load(root, run) if run else runs.latest(root, sweep, statuses=ENDED)
-    except runs.RunError as e:
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            raise
-        if sweep is None:
-            raise runs.RunError(f"{e}; to find run {run!r} in {uri}, name its sweep too (SWEEP --run {run})") from None
-        return _run_from_mlflow(sweep, run, uri)
-    if sweep is not None and state.sweep != sweep:
-        raise runs.RunError(f"run {state.run_id} is a run of sweep {state.sweep!r}, not of {sweep!r}")
-    return SweepRun(sweep=state.sweep, run_id=state.run_id, status=state.status, experiment_id=state.experiment_id,
-                    tracking_uri=tracking_uri or state.tracking_uri, parent_run_id=state.parent_run_id,
-                    run_dir=runs.run_dir(root, state.run_id).local, created=state.created)
-
-
-def previous_run(current: SweepRun, *, storage: str | None = None) -> SweepRun | None:
-    """The latest ended run of the same sweep started before `current` (for "new" vs "persisting" regressions)."""
-    if current.run_dir is not None:
-        earlier = [s for s in runs.runs_of(runs.storage_root(storage), current.sweep)
-                   if s.status in ENDED and (s.created, s.run_id) < (current.created, current.run_id)]
-        return find_run(current.sweep, earlier[-1].run_id, storage=storage) if earlier else None
-    from orchestrator.tracking import Tracker
-
-    parents = Tracker(current.tracking_uri).parents(current.experiment_id)  # newest first
-    ids = [p.run_id for p in parents]
-    for p in parents[ids.index(current.parent_run_id) + 1:] if current.parent_run_id in ids else []:
-        if p.status in ("FINISHED", "FAILED"):
-            return _sweep_run(current.sweep, p, current.tracking_uri, current.experiment_id)
-    return None
-
-
-def output_dir(run: SweepRun, name: str, given: str | None = None) -> Path:
-    """--out, else `<run directory>/<name>`, else `./<name>-<run id>` when the run is known from MLflow only."""
-    if given:
-        return Path(given).expanduser().resolve()
-    return run.run_dir / name if run.run_dir is not None else Path(f"{name}-{run.run_id}").resolve()
-
-
-def _run_from_mlflow(sweep: str, run: str | None, uri: str) -> SweepRun:
-    from orchestrator.tracking import Tracker
-
-    tracker = Tracker(uri)
-    experiment = tracker.find_experiment(sweep)
-    if experiment is None:
-        raise runs.RunError(f"no run record of sweep {sweep!r} here, and tracking store {uri} has no experiment "
-                            f"{sweep!r}")
-    parents = [p for p in tracker.parents(experiment)
-               if (p.tags.get("s4sweep.run") == run if run else p.status in ("FINISHED", "FAILED"))]
-    if not parents:
-        what = f"run {run!r}" if run else "finished or failed run"
-        raise runs.RunError(f"tracking store {uri}: experiment {sweep!r} has no {what}")
-    return _sweep_run(sweep, parents[0], uri, experiment)
-
-
-def _sweep_run(sweep: str, parent: Any, uri: str, experiment: str) -> SweepRun:
-    status = {"FINISHED": "finished", "FAILED": "failed"}.get(parent.status, "running")
-    return SweepRun(sweep=sweep, run_id=parent.tags.get("s4sweep.run", parent.name), status=status, tracking_uri=uri,
-                    experiment_id=experiment, parent_run_id=parent.run_id)
 
 
 # --- reading it --------------------------------------------------------------------------------------------------
@@ -210,25 +126,28 @@ def collect(run: SweepRun, *, cache: Path, artifacts: bool = True) -> SweepResul
     reports = {(c.name, key): _read_json(path) for c in children
                for name, path in files.get(c.name, {}).items() if (key := _per_class_key(name))}
     if manifest is not None:
-        resources, expected, sets = (manifest.cpu, manifest.gpu), manifest.expected_trials, manifest.eval_sets()
+        resources, expected = (manifest.cpu, manifest.gpu), manifest.expected_trials
     else:
-        resources, expected, sets = _resources(spec), expected_trials(spec), None
-    table = build_table(run, children, info=info, reports=reports, resources=resources, eval_config=sets)
+        resources, expected = _resources(spec), expected_trials(spec)
+    table = build_table(run, children, info=info, reports=reports, resources=resources)
+    trial_json = {c.name: {n: data for n, path in files.get(c.name, {}).items()
+                           if _report_file(n) and (data := _read_json(path)) is not None} for c in children}
     per_image = {k: (np.asarray(r["per_image_intersection"], np.int64).reshape(-1, len(r["class_names"])),
                      np.asarray(r["per_image_union"], np.int64).reshape(-1, len(r["class_names"])))
                  for k, r in reports.items() if r}
     return SweepResults(run=run, table=table, per_image=per_image, parent_tags=parent.tags, manifest=manifest,
                         spec=spec, expected_trials=expected, trial_info=info, fetch=fetch,
-                        params={c.name: c.params for c in children}, environment=environment,
+                        params={c.name: c.params for c in children}, environment=environment, trial_json=trial_json,
                         run_url=lambda run_id: tracker.run_url(run.experiment_id, run_id))
 
 
 def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mapping[str, Any]] | None = None,
                 reports: Mapping[tuple[str, str], Mapping[str, Any] | None] | None = None,
                 resources: tuple[float, float] | None = None,
-                eval_config: Mapping[str, Mapping[str, Any]] | None = None) -> pa.Table:
-    """The long table from child runs (anything with name, run_id, status, params, metrics); `resources` and
-    `eval_config` (evaluation key -> set config) from the run's manifest, else from each child's params."""
+                class_order: Callable[[Mapping[str, str], str], Sequence[str]] | None = None) -> pa.Table:
+    """The long table from child runs (anything with name, run_id, status, params, metrics). A trial without its
+    per-class JSON has its classes in `class_order(params, eval key)` (the caller's label tables), else in another
+    trial's order of the set."""
     info, reports = info or {}, reports or {}
     varied = varied_params([c.params for c in children])
     cols: dict[str, list[Any]] = {name: [] for name in FIXED_COLUMNS}
@@ -242,7 +161,7 @@ def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mappin
                  "dataset": training_set(p), "wall_s": None if wall is None else float(wall), "cpu": cpu,
                  "gpu": gpu, "precision": trial_info.get("precision") or p.get("precision.precision"),
                  "run_id": child.run_id}
-        rows = list(_metric_rows(child, reports, eval_config or eval_sets(p)))
+        rows = list(_metric_rows(child, reports, class_order))
         for name, v in fixed.items():
             cols[name] += [v] * len(rows)
         for name, values in zip(("eval", "class", "metric", "value"), zip(*rows, strict=True) if rows else (),
@@ -255,6 +174,19 @@ def build_table(run: SweepRun, children: list[Any], *, info: Mapping[str, Mappin
     meta = {"sweep": run.sweep, "run": run.run_id, "status": run.status, "parent_run_id": run.parent_run_id,
             "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri}
     return pa.table(arrays).replace_schema_metadata({"s4sweep": json.dumps(meta)})
+
+
+def labeled_counts(tracker: Any, children: list[Any], cache: Path) -> dict[str, dict[str, Any]]:
+    """trial -> {labeled_counts.json: its JSON} for the children that logged it (the end-of-sweep summary's class
+    shares, without the rest of `collect`)."""
+    def one(child: Any) -> dict[str, Any]:
+        if M.LABELED_COUNTS_FILE not in tracker.artifact_names(child.run_id):
+            return {}
+        path = tracker.download_artifact(child.run_id, M.LABELED_COUNTS_FILE, cache / child.name)
+        return {M.LABELED_COUNTS_FILE: _read_json(path)}
+
+    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        return {c.name: files for c, files in zip(children, pool.map(one, children), strict=True) if files}
 
 
 def varied_params(all_params: list[Mapping[str, str]]) -> list[str]:
@@ -289,7 +221,8 @@ _FIXED_TYPES = {"run": pa.string(), "trial": pa.string(), "variant": pa.string()
                 "cpu": pa.float64(), "gpu": pa.float64(), "precision": pa.string(), "run_id": pa.string()}
 
 
-def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any], sets: Mapping[str, Mapping[str, Any]]) -> Any:
+def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any],
+                 class_order: Callable[[Mapping[str, str], str], Sequence[str]] | None) -> Any:
     """(eval key, class or None, metric, value) for every evaluation set the child logged, classes in dataset order."""
     parsed = [p for p in map(M.parse_val, child.metrics) if p is not None]
     eval_keys = list(dict.fromkeys(eval_key for eval_key, _, _ in parsed))
@@ -299,11 +232,8 @@ def _metric_rows(child: Any, reports: Mapping[tuple[str, str], Any], sets: Mappi
         if report:
             classes = list(report["class_names"])
         else:  # no per-class JSON (a failed trial): the dataset's order, for the classes it logged
-            es = sets.get(key) or {}
-            try:
-                known = dataset_info(es["name"], es.get("label_set")).labels.classes if es else ()
-            except (DataError, KeyError):
-                known = ()
+            known = (class_order(child.params, key) if class_order else ()) or \
+                next((r["class_names"] for (_, k), r in reports.items() if k == key and r), ())
             classes = [c for c in known if c in logged] + [c for c in logged if c not in known]
         for summary in M.SUMMARIES:
             if (value := child.metrics.get(M.val(key, summary))) is not None:
@@ -326,15 +256,20 @@ def eval_sets(params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 def _download_trial(tracker: Any, child: Any, dst: Path) -> tuple[list[str], dict[str, Path]]:
     """The names of all the trial's artifacts, and local copies of the small JSON ones (per-class reports,
-    trial_info.json)."""
+    trial_info.json, REPORT_FILES)."""
     listed = tracker.artifact_names(child.run_id)
-    wanted = [n for n in listed if n == "trial_info.json" or _per_class_key(n)]
+    wanted = [n for n in listed if n == "trial_info.json" or _per_class_key(n) or _report_file(n)]
     return listed, {n: tracker.download_artifact(child.run_id, n, dst) for n in wanted}
 
 
 def _per_class_key(name: str) -> str | None:
     m = re.fullmatch(r"per_class_(.+)\.json", name)
     return m.group(1) if m else None
+
+
+def _report_file(name: str) -> bool:
+    """A small JSON the trial logs for the report: labeled_counts.json, small_objects_<eval>.json."""
+    return name == M.LABELED_COUNTS_FILE or fnmatch.fnmatchcase(name, M.small_objects_file("*"))
 
 
 def _read_json(path: Path | None) -> Any:

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -233,7 +235,9 @@ def _finish(spec: SweepSpec, root: Location, state: runs.RunState, tracker: Any,
     unfinished = [o for o in outcomes if o.status == "unfinished"]
     children = tracker.children(state.experiment_id, state.parent_run_id)
     status: runs.Status = "interrupted" if unfinished else "failed" if errors else "finished"
-    table = comparison_table(spec, state, children, status=status)
+    with tempfile.TemporaryDirectory(prefix="s4sweep-summary-") as cache:
+        trial_json = results.labeled_counts(tracker, children, Path(cache))
+    table = comparison_table(spec, state, children, status=status, trial_json=trial_json)
     if unfinished:
         log.warning("sweep run %s interrupted: %d trial(s) unfinished. Continue it with:\n  s4sweep sweep %s "
                     "--resume %s", state.run_id, len(unfinished), spec.source, state.run_id)
@@ -290,15 +294,26 @@ def export_best_model(tracker: Any, state: runs.RunState, children: list[Any], *
              best.metrics[metric])
 
 
-def comparison_table(spec: SweepSpec, state: runs.RunState, children: list[Any], *, status: runs.Status) -> str:
+def _dataset_order(params: Mapping[str, str], eval_key: str) -> tuple[str, ...]:
+    """The classes of a trial's evaluation set in dataset order (the report itself does not import the tables)."""
+    es = results.eval_sets(params).get(eval_key)
+    try:
+        return dataset_info(es["name"], es.get("label_set")).labels.classes if es else ()
+    except DataError:
+        return ()
+
+
+def comparison_table(spec: SweepSpec, state: runs.RunState, children: list[Any], *, status: runs.Status,
+                     trial_json: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The end-of-sweep summary: the report's per-class tables (one per evaluation set; mean ± std over seeds, in %,
-    with the rare-classes row where the training data is here), from the child runs' metrics and params alone;
-    `s4sweep report` adds the baseline Δ with its bootstrap, pictures and cost."""
+    with the rare-classes row where the trials logged their labeled split's pixels, `trial_json`), from the child
+    runs' metrics and params; `s4sweep report` adds the baseline Δ with its bootstrap, pictures and cost."""
     run = results.SweepRun(sweep=spec.name, run_id=state.run_id, status=status, tracking_uri=state.tracking_uri,
                            experiment_id=state.experiment_id, parent_run_id=state.parent_run_id)
-    table = results.build_table(run, children, resources=(float(spec.resources.cpu), float(spec.resources.gpu)))
+    table = results.build_table(run, children, resources=(float(spec.resources.cpu), float(spec.resources.gpu)),
+                                class_order=_dataset_order)
     res = results.SweepResults(run=run, table=table, spec=spec, expected_trials=results.expected_trials(spec),
-                               params={c.name: c.params for c in children})
+                               params={c.name: c.params for c in children}, trial_json=trial_json or {})
     built = report.build(res, replace(report.options_for(res), baseline={}))
     hint = (f"\n\nΔ against the baseline with paired-bootstrap tests, pictures and cost: s4sweep report {spec.name} "
             f"--run {state.run_id}") if built.tables else ""

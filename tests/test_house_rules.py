@@ -191,3 +191,28 @@ def test_metric_keys_are_spelled_in_metric_names_only():
     offenders = [f"{rel(p)}:{line}: {text}" for p in SOURCES if rel(p) != "trainers/metric_names.py"
                  for line, text in string_literals(p) if text.startswith(METRIC_PREFIXES)]
     assert offenders == []
+
+
+REPORT_MODULES = ("orchestrator.report", "orchestrator.results")
+
+
+def test_the_report_imports_neither_torch_nor_the_data_package():
+    """The report reads what the trials logged: importing it in a fresh interpreter loads neither torch nor
+    trainers.data, and no function of it imports them later."""
+    import subprocess
+    import sys
+
+    probe = (f"import sys\nimport {', '.join(REPORT_MODULES)}\n"
+             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'trainers.data'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    sources = [p for p in SOURCES if rel(p).startswith("orchestrator/report/") or rel(p) == "orchestrator/results.py"]
+    offenders = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{rel(path)}: {n}" for n in names if n.split(".")[0] == "torch"
+                          or n == "trainers.data" or n.startswith("trainers.data.")]
+    assert len(sources) > 5 and offenders == []

@@ -70,3 +70,12 @@ def is_val_miou(key: str) -> bool:
     """Whether `key` is some evaluation set's `miou` (`val/<eval set>/miou`)."""
     parsed = parse_val(key)
     return parsed is not None and parsed[1:] == ("miou", None)
+
+
+# Small JSON artifacts of each trial that the report reads (orchestrator/results.py downloads them).
+LABELED_COUNTS_FILE = "labeled_counts.json"  # the labeled split's pixels per class (trainers/data/stats.py)
+
+
+def small_objects_file(eval_set: str) -> str:
+    """`small_objects_<eval set>.json`: recall by object size of the final evaluation (trainers/small_objects.py)."""
+    return f"small_objects_{eval_set}.json"

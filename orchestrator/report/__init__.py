@@ -13,7 +13,8 @@ column).
 Also: each class's pixel share in the labeled split and `miou_rare`, the mean IoU of the classes under
 `report: {rare_share: 0.01}` of it (with its own paired bootstrap), grouped bar charts, a qualitative grid
 composed from the trials' `samples_<eval>.png`, their confusion heatmaps, cost per column, and (`--small-objects`)
-recall by object size from a re-evaluation of each trial's final checkpoint. Files: report.md, report.csv,
+recall by object size from each trial's final evaluation (its `small_objects_<eval>.json`). Imports neither torch
+nor trainers.data: it reads what the trials logged. Files: report.md, report.csv,
 report.html (self-contained), PNGs and results.parquet in one folder, logged on the parent run under `report/`.
 Several runs (`s4sweep report A B`) give one report whose tables of a shared evaluation set hold every run's columns,
 (training set, column), side by side (combine.py).
@@ -21,21 +22,14 @@ Several runs (`s4sweep report A B`) give one report whose tables of a shared eva
     tables.py      results -> ClassTable per (training set, eval set), the baseline, cost; build, options_for
     combine.py     several runs -> one Report, a shared evaluation set's tables merged side by side
     bootstrap.py   the paired bootstrap over seeds and validation images (per class, miou, miou_all, rare classes)
-    data_stats.py  what needs the data or checkpoints here: labeled pixel share, small-object recall
+    data_stats.py  what the trials logged for it: labeled pixel share, recall by object size
     render.py      markdown, csv, html; write (the report folder), publish (on the parent run)
     plots.py       bar charts / heatmaps, the qualitative grid, confusion heatmaps
 """
 
 from orchestrator.report.bootstrap import Bootstrap, ImageDraws, paired_bootstrap, seed_bootstrap
 from orchestrator.report.combine import combine, merge
-from orchestrator.report.data_stats import (
-    FOUND,
-    SIZE_BINS,
-    carry_share,
-    eval_class_share,
-    labeled_pixel_share,
-    small_object_recall,
-)
+from orchestrator.report.data_stats import FOUND, SIZE_BINS, class_share, small_object_table
 from orchestrator.report.plots import MAX_BARS, bar_chart, pictures, qualitative_grid
 from orchestrator.report.render import (
     FORMATS,
@@ -85,14 +79,12 @@ __all__ = [
     "Trials",
     "bar_chart",
     "build",
-    "carry_share",
+    "class_share",
     "class_table",
     "combine",
     "cost_rows",
     "escape",
-    "eval_class_share",
     "html_table",
-    "labeled_pixel_share",
     "md_table",
     "merge",
     "options_for",
@@ -103,7 +95,7 @@ __all__ = [
     "publish",
     "qualitative_grid",
     "seed_bootstrap",
-    "small_object_recall",
+    "small_object_table",
     "to_csv",
     "to_html",
     "to_markdown",

@@ -42,6 +42,8 @@ def combine(runs: Sequence[R.SweepResults], options: Sequence[Options]) -> tuple
                   for tr, ev, lab, *rest in r.small_objects)
     report = Report(run=runs[0].run, partial=partial, finished=sum(r.finished for r in reports),
                     total=sum(r.total for r in reports), tables=tables, cost=cost, small_objects=small,
+                    small_object_notes=tuple(f"{runs[i].run.run_id}: {n}" for i, r in enumerate(reports)
+                                             for n in r.small_object_notes),
                     runs=tuple(res.run for res in runs))
     return report, combined_results(runs)
 
@@ -113,13 +115,11 @@ def _qualified(ct: ClassTable, i: int, run_id: str, label: Any) -> ClassTable:
 
 
 def _eval_identity(res: R.SweepResults, ct: ClassTable) -> tuple[Any, ...]:
-    """What one evaluation key must mean in every run for its tables to be merged."""
-    from trainers.data.tables import dataset_info
-
+    """What one evaluation key must mean in every run for its tables to be merged. The label set is in it through
+    the classes (the set's own label set, unnamed when the default: the report does not import the label tables)."""
     params = next((p for p in res.params.values() if R.training_set(p) == ct.train), {})
     es = res.eval_sets_of(params).get(ct.eval)
     if es is None:
         return ("unknown", res.run.run_id)  # not comparable with anything: kept apart
     size = es.get("eval_size")
-    return (es.get("name"), dataset_info(es.get("name"), es.get("label_set")).label_set, es.get("split", "val"),
-            tuple(size) if size else None, es.get("max_images"), ct.classes)
+    return (es.get("name"), es.get("split", "val"), tuple(size) if size else None, es.get("max_images"), ct.classes)

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator import results as R
-from orchestrator.report.data_stats import FOUND, SIZE_BINS
 from orchestrator.report.plots import pictures
 from orchestrator.report.tables import ClassTable, Report
 from trainers.fileio import write_text
+from trainers.small_objects import FOUND, SIZE_BINS
 
 FORMATS = ("md", "csv", "html", "png")
 
@@ -60,7 +60,7 @@ def to_markdown(report: Report) -> str:
         lines += md_table(["column", "trials", "wall s / trial", "CPU-h", "GPU-h"],
                            [[c, str(n), _num(w, 1), _num(cpu, 3), _num(gpu, 3)] for c, n, w, cpu, gpu in report.cost])
         lines.append("")
-    if report.small_objects:
+    if report.small_objects or report.small_object_notes:
         lines += ["## Small objects: recall (%) by object area at the evaluation size", "",
                   f"An object is found when at least {FOUND:.0%} of its pixels get its class; mean ± std over seeds.",
                   ""]
@@ -69,6 +69,7 @@ def to_markdown(report: Report) -> str:
                                                                                            strict=True))]
                                   for tr, ev, lab, mean, std, n_obj in report.small_objects])
         lines.append("")
+        lines += [f"- {note}" for note in report.small_object_notes] + ([""] if report.small_object_notes else [])
     return "\n".join(lines)
 
 
@@ -165,11 +166,12 @@ def to_html(report: Report, figures: Mapping[tuple[str, str], list[tuple[str, Pa
         parts += ["<h2>Cost</h2>", html_table(["column", "trials", "wall s / trial", "CPU-h", "GPU-h"],
                                               [[c, str(n), _num(w, 1), _num(cpu, 3), _num(g, 3)]
                                                for c, n, w, cpu, g in report.cost])]
-    if report.small_objects:
+    if report.small_objects or report.small_object_notes:
         parts += ["<h2>Small objects: recall (%) by object area</h2>",
                   html_table(["train", "eval", "column", *_bin_names()],
                              [[tr, ev, lab, *(f"{_pct(m, s)} ({n})" for m, s, n in zip(mean, std, n_obj, strict=True))]
                               for tr, ev, lab, mean, std, n_obj in report.small_objects])]
+        parts += [f"<p class='note'>{escape(n)}</p>" for n in report.small_object_notes]
     return page(f"s4sweep report {', '.join(r.run_id for r in report.runs or (report.run,))}", "\n".join(parts))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from orchestrator import results as R
 from orchestrator.report.bootstrap import Bootstrap, ImageDraws, iou_scores, seed_bootstrap, totals
-from orchestrator.report.data_stats import eval_class_share, labeled_pixel_share, small_object_table
+from orchestrator.report.data_stats import class_share, small_object_table
 
 SUMMARY_ROWS = ("miou", "miou_all", "fwiou", "pixel_acc")
 RARE_ROW = "miou_rare"  # after miou_all, where the labeled split's pixel share is known
@@ -86,6 +86,7 @@ class Report:
     tables: tuple[ClassTable, ...]
     cost: tuple[tuple[str, int, float, float, float], ...]  # column, trials, mean wall s, CPU-h, GPU-h
     small_objects: tuple[tuple[str, str, str, tuple[float, ...], tuple[float, ...], tuple[int, ...]], ...] = ()
+    small_object_notes: tuple[str, ...] = ()  # trials whose recall by object size is not known, and why
     runs: tuple[R.SweepRun, ...] = ()  # a report of several runs (combine.py): all of them, `run` the first
 
 
@@ -93,21 +94,19 @@ def build(res: R.SweepResults, options: Options = Options()) -> Report:
     t = Trials.of(res.table, options.axis)
     finished = t.status == R.FINISHED
     tables = []
-    shares: dict[str, np.ndarray | None] = {}  # per training set: its labeled split is read once
     for train, eval_key in _pairs(res.table, finished):
-        if train not in shares:
-            shares[train] = labeled_pixel_share(res, train) if res.params else None
-        share = eval_class_share(res, train, eval_key, shares[train])
-        tables.append(class_table(res, t, train, eval_key, options, share))
+        share, note = class_share(res, train, eval_key)
+        ct = class_table(res, t, train, eval_key, options, share)
+        tables.append(replace(ct, notes=(*ct.notes, note)) if note else ct)
     not_done = sorted(f"{n} ({s})" for n, s in zip(t.names, t.status, strict=True) if s != R.FINISHED)
     total = max(res.expected_trials or 0, len(t.names))
     partial = None
     if res.run.status != "finished" or not_done or int(finished.sum()) < total:
         partial = (f"PARTIAL: run {res.run.run_id} is {res.run.status}; {int(finished.sum())} of {total} trials "
                    f"finished and are reported" + (f"; not finished: {', '.join(not_done)}" if not_done else ""))
-    small = small_object_table(res, t) if options.small_objects else ()
+    small, small_notes = small_object_table(res, t) if options.small_objects else ((), ())
     return Report(run=res.run, partial=partial, finished=int(finished.sum()), total=total, tables=tuple(tables),
-                  cost=cost_rows(t), small_objects=small)
+                  cost=cost_rows(t), small_objects=small, small_object_notes=small_notes)
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,8 @@ def _gap_notes(labels: list[str], members: list[np.ndarray], rows: tuple[str, ..
 def _rare_notes(rare: tuple[str, ...] | None, threshold: float) -> list[str]:
     under = f"under {100 * threshold:g}% of the labeled split's pixels"
     if rare is None:
-        return [f"{RARE_ROW}: not shown (the labeled split's pixel share needs the training data on this machine)"]
+        return [f"{RARE_ROW}: not shown (no trial of this table logged its labeled split's pixels, "
+                "labeled_counts.json)"]
     if not rare:
         return [f"{RARE_ROW}: no class is {under}"]
     return [f"{RARE_ROW}: mean IoU of the {len(rare)} classes {under}: {', '.join(rare)} (a class with an empty "

@@ -181,7 +181,7 @@ def test_the_nightly_sweep_passes_regress_against_the_shipped_baseline(tmp_path,
     assert verdict["problems"] == [] and {c["status"] for c in verdict["checks"]} <= {"ok", "improved"}
     assert main(["report", "nightly", "--storage", str(storage), "--small-objects", "--format", "md"]) == 0
     md = (storage / "sweeps" / outcome.run.run_id / "report" / "report.md").read_text()
-    assert "| synth | synth | focal-g2 |" in md  # recall by object size, from each trial's final checkpoint
+    assert "| synth | synth | focal-g2 |" in md  # recall by object size, from each trial's final evaluation
 
 
 def test_a_vanished_class_or_a_renamed_metric_exits_2_against_the_shipped_baseline(tmp_path, mlflow_server):

@@ -187,23 +187,35 @@ def test_the_bootstrap_is_seeded():
     assert np.array_equal(first.low, again.low) and np.array_equal(first.high, again.high)
 
 
-def test_the_pixel_share_is_counted_on_the_labeled_split(tmp_path):
-    from trainers.data.cityscapes import find_pairs, read_label
-    from trainers.data.labels import CITYSCAPES
-    from trainers.data.pipeline import labeled_split
-    from trainers.data.synth import generate
+def test_the_report_takes_class_shares_and_recall_by_object_size_from_the_trials_artifacts(tmp_path, mlflow_server,
+                                                                                          capsys):
+    """Trials log labeled_counts.json and small_objects_synth.json (a trial of an older run has neither): the
+    report's labeled-share column and `--small-objects` table come from them, averaged over the seeds that have
+    them, with no data or checkpoint here; the trial without them is named, not counted as 0."""
+    def artifacts(seed: int, found: list[int]) -> list[Path]:
+        folder = tmp_path / f"a{seed}"
+        folder.mkdir()
+        pixels = {"road": 700, "car": 250, "bicycle": 50}
+        counts = {"classes": list(pixels), "pixels": [*pixels.values(), 0], "images": 2, "eval": {"synth": pixels}}
+        small = {"size_bins": list(report.SIZE_BINS), "found_fraction": report.FOUND, "images": 2,
+                 "objects": [4, 2, 0, 1], "found": found, "recall": None}
+        (folder / "labeled_counts.json").write_text(json.dumps(counts))
+        (folder / "small_objects_synth.json").write_text(json.dumps(small))
+        return [folder / "labeled_counts.json", folder / "small_objects_synth.json"]
 
-    root = tmp_path / "synth"
-    generate(root, n_train=4, n_val=2, seed=0, size=(32, 64))
-    params = {"dataset.name": "synth", "dataset.root": str(root), "dataset.labeled_ratio": "0.5", "split_seed": "3"}
-    res = results.SweepResults(run=results.SweepRun(sweep="x", run_id="x-1", status="finished", tracking_uri="",
-                                                    experiment_id="", parent_run_id=""),
-                               table=None, params={"a-s0": params})
-    share = report.labeled_pixel_share(res, "synth")
-    split = labeled_split(find_pairs(root, "train"), ratio=0.5, split_seed=3, root=root)
-    labels = np.concatenate([read_label(p, CITYSCAPES).ravel() for p in split.labeled])
-    expected = np.bincount(labels[labels != 255], minlength=19) / (labels != 255).sum()
-    assert len(split.labeled) == 2 and share == pytest.approx(expected)
+    trials = [G.trial("ce", 0, [80, 40, 10], artifacts=artifacts(0, [1, 2, 0, 1])),
+              G.trial("ce", 1, [80, 40, 10], artifacts=artifacts(1, [3, 1, 0, 1])),
+              G.trial("ce", 2, [80, 40, 10])]
+    spec = G.spec_file(tmp_path, "rep-logged", LOSSES[:1], [0, 1, 2])
+    G.log_sweep_run(mlflow_server, tmp_path / "runs", sweep="rep-logged", run_id="rep-logged-1", spec=spec,
+                    trials=trials)
+    assert main(["report", "rep-logged", "--storage", str(tmp_path / "runs"), "--format", "md",
+                 "--small-objects"]) == 0
+    md = capsys.readouterr().out
+    assert "| road | 70.00 | 80.0 ± 0.0 |" in md and "| bicycle | 5.00 | 10.0 ± 0.0 |" in md  # of 1000 px
+    # recall per bin over the two seeds that logged it: [0, 64) 1/4 and 3/4; the empty bin is unknown, not 0
+    assert "| synth | synth | ce | 50.0 ± 35.4 (8) | 75.0 ± 35.4 (4) | – (0) | 100.0 ± 0.0 (2) |" in md
+    assert "- trial ce-s2, synth: no small_objects_synth.json" in md and "recall not known" in md
 
 
 def test_emit_baseline_refuses_a_partial_run(tmp_path, mlflow_server):

@@ -18,6 +18,7 @@ from trainers.data.tables import DatasetInfo
 from trainers.fileio import atomic_write
 from trainers.metrics import ConfusionMatrix, EvalMetrics
 from trainers.s4gan.steps import upsample
+from trainers.small_objects import ObjectRecall
 
 
 class RemapScorer:
@@ -65,7 +66,7 @@ def scored_prediction(logits: torch.Tensor, label: torch.Tensor,
                       remap: RemapScorer | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(prediction, confidence, label) on the evaluation set's classes: the softmax of the logits upsampled to the
     label's size, through `remap` when the model predicts another label set. Everything that scores a model (the
-    metrics, the report's recall by object size) goes through here, so all of them see the same classes."""
+    metrics, the recall by object size) goes through here, so all of them see the same classes."""
     probs = torch.softmax(upsample(logits.float(), label.shape[-2:]), dim=1)
     if remap is not None:
         return remap(probs, label)
@@ -77,17 +78,19 @@ def scored_prediction(logits: torch.Tensor, label: torch.Tensor,
 def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], info: DatasetInfo, *,
              device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
              channels_last: bool = False, keep: int = 0,
-             remap: RemapScorer | None = None) -> tuple[EvalMetrics, list[dict[str, np.ndarray]]]:
+             remap: RemapScorer | None = None,
+             objects: ObjectRecall | None = None) -> tuple[EvalMetrics, list[dict[str, np.ndarray]]]:
     """Single-scale evaluation (batch 1, no flip) as the reference; returns the metrics and the first `keep` samples.
 
-    `remap` scores a model trained on another label set on `info`'s (it also counts what it did, see RemapScorer).
+    `remap` scores a model trained on another label set on `info`'s (it also counts what it did, see RemapScorer);
+    `objects` counts the objects found per size bin (the final evaluation: one host copy per image with objects).
     """
     was_training = generator.training
     generator.eval()  # BN uses its running statistics, as the reference's evaluate.py
     matrix = ConfusionMatrix(info.num_classes, ignore_index=info.labels.ignore_index, device=device)
     samples: list[dict[str, np.ndarray]] = []
     try:
-        for image, label in batches:
+        for index, (image, label) in enumerate(batches):
             image, label = image.to(device), label.to(device)
             if channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
@@ -95,6 +98,8 @@ def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
                 logits = generator(image)
             pred, confidence, label = scored_prediction(logits, label, remap)
             matrix.update(pred, label, confidence)
+            if objects is not None and objects.wants(index):
+                objects.update(index, pred[0].cpu().numpy())
             if len(samples) < keep:
                 samples.append({"image": image[0].float().cpu().numpy(), "label": label[0].cpu().numpy(),
                                 "pred": pred[0].cpu().numpy()})

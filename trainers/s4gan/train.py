@@ -24,7 +24,7 @@ from trainers import metric_names as M
 from trainers.config import TrialConfig
 from trainers.data.pipeline import TrainData, eval_data, train_data
 from trainers.data.remap import eval_remaps
-from trainers.data.stats import ClassCounts, class_pixel_counts
+from trainers.data.stats import ClassCounts, class_pixel_counts, labeled_counts_json
 from trainers.data.tables import BrokenDuringTrainingError, DataError, dataset_info
 from trainers.losses import build_loss, needs_class_counts
 from trainers.reporting import Reporter, TrialResult
@@ -33,6 +33,7 @@ from trainers.s4gan import steps
 from trainers.s4gan.discriminator import Discriminator
 from trainers.s4gan.evaluate import RemapScorer, evaluate, save_confusion, save_json, save_samples
 from trainers.s4gan.model import build_generator, load_pretrained
+from trainers.small_objects import ObjectRecall
 
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 2
@@ -285,7 +286,8 @@ def _restore(rt: Runtime, state: Mapping[str, Any], directory: Path) -> int:
 
 def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
                     reporter: Reporter) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Every evaluation set under its own metric prefix; on the final one also the pictures and per-class JSON.
+    """Every evaluation set under its own metric prefix; on the final one also the pictures, per-class JSON and
+    recall by object size.
 
     A set on another label set is scored through its declared remap; the remap (and the classes it drops) is then
     recorded as the `remap` entry of that set's metrics JSON."""
@@ -297,8 +299,9 @@ def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
         keep = rt.cfg.schedule.num_samples if final else 0
         remap = remaps[es.metric_key]
         scorer = None if remap is None else RemapScorer(remap, ignore_index=info.labels.ignore_index, device=rt.device)
+        objects = ObjectRecall.of(loader.dataset.pairs if final else (), info.labels, remap)  # final: counted
         metrics, samples = evaluate(rt.generator, loader, info, device=rt.device, autocast=rt.autocast(),
-                                    channels_last=rt.channels_last, keep=keep, remap=scorer)
+                                    channels_last=rt.channels_last, keep=keep, remap=scorer, objects=objects)
         values |= metrics.as_metrics(es.metric_key)
         report = metrics.to_json() | ({"remap": scorer.describe()} if scorer is not None else {})
         reports[es.metric_key] = report
@@ -306,7 +309,8 @@ def run_evaluations(rt: Runtime, iteration: int, workdir: Path, *, final: bool,
             out = workdir / "artifacts"
             for path in (save_json(report, out / f"per_class_{es.metric_key}.json"),
                          save_confusion(metrics, out / f"confusion_{es.metric_key}.png"),
-                         save_samples(samples, info, out / f"samples_{es.metric_key}.png")):
+                         save_samples(samples, info, out / f"samples_{es.metric_key}.png"),
+                         save_json(objects.to_json(), out / M.small_objects_file(es.metric_key))):
                 if path is not None:
                     reporter.artifact(path)
     return values, reports
@@ -339,9 +343,10 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     data = train_data(cfg.dataset, batches=batches, seed=cfg.seed, split_seed=cfg.split_seed,
                       workers=cfg.device.workers, start_iteration=start,
                       pin_memory=resolve_device(cfg.device.device).type == "cuda")
-    counts = None
-    if needs_class_counts(cfg.loss.options):  # a weight recipe: counted on the labeled split only
-        counts = class_pixel_counts(data.split.labeled, info_dataset.labels)
+    labeled = class_pixel_counts(data.split.labeled, info_dataset.labels)  # for the report's class shares
+    reporter.artifact(save_json(labeled_counts_json(labeled, eval_remaps(cfg)),
+                                workdir / "artifacts" / M.LABELED_COUNTS_FILE))
+    counts = labeled if needs_class_counts(cfg.loss.options) else None  # a weight recipe: the labeled split only
     rt, info = build_runtime(cfg, info_dataset.num_classes, info_dataset.labels.ignore_index, class_counts=counts)
     if counts is not None:
         info["loss"]["class_counts"] = counts.to_json()

@@ -1,7 +1,9 @@
 """The real trainer through the `micro` preset on generated scenes: reporting, resume, self-training, failures."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +40,44 @@ def test_a_micro_trial_reports_every_metric_artifact_and_checkpoint(tmp_path):
     assert saved["info"]["precision"] == "float32" and saved["info"]["pretrained"] == "none"
     assert len(saved["evaluations"]["synth"]["confusion"]) == 19
     assert not list(tmp_path.rglob(".*tmp-*"))  # nothing half-written left behind
+    assert {M.LABELED_COUNTS_FILE, M.small_objects_file("synth")} <= names
+
+
+def test_a_micro_trial_logs_its_labeled_pixels_and_recall_by_object_size(tmp_path):
+    """The report's inputs, from the final evaluation: every thing object of the validation images counted once
+    in its size bin, found <= objects, recall in [0, 1]; the labeled split's pixels per class, as the split's labels
+    count them, and (no remap) the same pixels under the evaluation key."""
+    from PIL import Image
+
+    from trainers.data.cityscapes import find_pairs, read_label
+    from trainers.data.pipeline import labeled_split
+    from trainers.small_objects import SIZE_BINS, nearest
+
+    cfg = micro()
+    es = cfg.eval[0]
+    rep = ListReporter()
+    train(cfg, reporter=rep, workdir=tmp_path)
+    by_name = {p.name: json.loads(p.read_text()) for p in rep.artifacts if p.suffix == ".json"}
+
+    small = by_name[M.small_objects_file("synth")]
+    root = rep.results[0].info["data"]["root"]
+    val = find_pairs(Path(root), "val")[: es.max_images]
+    expected = 0
+    for pair in val:  # thing instances (id * 1000 + k) of a trained class, at the evaluation size
+        ids = np.unique(nearest(np.asarray(Image.open(pair.instance), np.int64), es.eval_size))
+        expected += int(((ids >= 1000) & (CITYSCAPES.raw_to_train[np.minimum(ids // 1000, 255)] != 255)).sum())
+    assert small["size_bins"] == list(SIZE_BINS) and small["images"] == len(val)
+    assert sum(small["objects"]) == expected > 0
+    assert all(0 <= f <= o for o, f in zip(small["objects"], small["found"], strict=True))
+    assert all(r is None or 0 <= r <= 1 for r in small["recall"])
+
+    counts = by_name[M.LABELED_COUNTS_FILE]
+    split = labeled_split(find_pairs(Path(root), "train"), ratio=cfg.dataset.labeled_ratio, split_seed=0,
+                          root=Path(root))
+    labels = np.concatenate([read_label(p, CITYSCAPES).ravel() for p in split.labeled])
+    assert counts["classes"] == list(CITYSCAPES.classes)
+    assert counts["pixels"] == np.bincount(labels[labels != 255], minlength=19).tolist()
+    assert counts["eval"]["synth"] == dict(zip(counts["classes"], counts["pixels"], strict=True))
 
 
 def test_an_adaptive_loss_adapts_inside_train_and_logs_its_state(tmp_path):
