@@ -76,23 +76,31 @@ def alternate(trees: dict[str, Path], repeats: int, measure: Callable[[Path], di
     return found
 
 
-def median(values: Sequence[float | None]) -> float | None:
+SUMMARIES = {"median": statistics.median, "min": min}  # min: the least disturbed run, on a machine shared with others
+
+
+def summary(values: Sequence[float | None], how: Callable[[list[float]], float]) -> float | None:
     known = [v for v in values if v is not None]
-    return statistics.median(known) if len(known) == len(values) and known else None
+    return how(known) if known and len(known) == len(values) else None
 
 
 def print_table(found: dict[str, dict[str, list[float | None]]], *, unit: str = "s") -> None:
-    """One row per measurement: the median of each tree's repeats ("n/a" where a tree could not measure it) and,
-    with two trees, the ratio of the second (after) to the first (before)."""
+    """One row per measurement: the median and the minimum of each tree's repeats ("n/a" where a tree could not
+    measure it) and, with two trees, the ratios of the second (after) to the first (before)."""
     labels = list(found)
     rows = list(dict.fromkeys(row for label in labels for row in found[label]))
     width = max(len(row) for row in rows)
-    head = "".join(f"{label:>14}" for label in labels) + ("   after/before" if len(labels) == 2 else "")
-    print(f"{'median (' + unit + ')':<{width}}{head}")
+    pairs = [(label, name) for label in labels for name in SUMMARIES]
+    ratio = len(labels) == 2
+    print(" " * width + "".join(f"{label:>20}" for label in labels) + (f"{'after/before':>20}" if ratio else ""))
+    print(f"{'(' + unit + ')':<{width}}" + "".join(f"{name:>10}" for _, name in pairs)
+          + ("".join(f"{name:>10}" for name in SUMMARIES) if ratio else ""))
     for row in rows:
-        values = [median(found[label].get(row, [None])) for label in labels]
-        cells = "".join(f"{'n/a':>14}" if v is None else f"{v:14.3f}" for v in values)
-        if len(values) == 2:
-            before, after = values
-            cells += f"{'n/a':>15}" if before is None or after is None or before == 0 else f"{after / before:14.2f}x"
+        got = {(label, name): summary(found[label].get(row, [None]), how) for label in labels
+               for name, how in SUMMARIES.items()}
+        cells = "".join(f"{'n/a':>10}" if got[p] is None else f"{got[p]:10.3f}" for p in pairs)
+        if ratio:
+            for name in SUMMARIES:
+                before, after = got[(labels[0], name)], got[(labels[1], name)]
+                cells += f"{'n/a':>10}" if before is None or after is None or before == 0 else f"{after / before:9.2f}x"
         print(f"{row:<{width}}{cells}")
