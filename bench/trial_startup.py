@@ -12,10 +12,26 @@ Every measurement is a fresh interpreter (a Ray worker is one), run with the tre
   whole train(), and the process from its spawn to the first step;
 - the same trial through the CLI, `s4sweep train SPEC --trial 0 --out DIR`, as a whole process.
 A phase a tree cannot measure (an interface it lacks) reads "n/a". The first run of each tree is a warm-up (it
-compiles the .pyc files and generates the data) and is not counted; the table gives the median of the others.
+compiles the .pyc files and generates the data) and is not counted; the table gives the median and the minimum of
+the others (the minimum: the run least disturbed by the machine's other work).
 
 With `--rev REV` a temporary detached worktree of REV is measured too, in turns with this tree (bench/revisions.py),
 by this same file (so the phases are timed the same way), and the table gives the ratio after/before.
+
+Measured at eb2c007 (2026-12-07, `python bench/trial_startup.py --rev eb2c007 --repeats 5`: eb2c007 against itself
+plus this file; 2 cores shared with other sessions, load average 2.0-3.0 during the run, so not an idle machine),
+median / min of 5 runs, eb2c007's column:
+  python -c pass 0.03 s; `import trainers.config, trainers.s4gan.train` 5.7 / 4.7 s wall (4.4 / 3.6 s of it inside
+  the process: torch, torchvision, numpy, PIL); the worker's imports (orchestrator.tune_backend, orchestrator.spec,
+  trainers.data, trainers.s4gan.train) 10.6 / 10.4 s wall (8.4 / 8.1 s inside: the same plus ray, mlflow, pyarrow,
+  pandas, scipy, sqlalchemy, yaml);
+  the micro trial: import 4.7 / 3.9 s, from_dict 0.004 s, train()'s set-up before the first step 0.061 / 0.042 s
+  (train_data 0.046 / 0.030 s, build_runtime 0.012 / 0.009 s, the rest 0.002 s), train() in all 1.54 / 1.32 s for 6
+  iterations, fresh process -> first training step 4.8 / 4.0 s; `s4sweep train` as a whole process 7.4 / 6.9 s.
+So a trial's start-up is its imports: the set-up inside train() is ~1% of the time to the first step.
+The A/A ratios of that run were 0.84x-1.04x on every row above 0.01 s. An earlier run of 3, at load 4-5, gave
+0.89x-2.05x with the same code on both sides (and 7.5-11.6 s for the trainer's imports inside the process): on a
+loaded machine compare the minima, and rerun before believing a ratio under about 1.3x.
 """
 
 from __future__ import annotations
@@ -72,6 +88,9 @@ class FirstStep:
 
     def result(self, result: Any) -> None:
         pass
+
+    def __getattr__(self, name: str) -> Any:  # a call another revision's Reporter protocol adds: ignored, not a crash
+        return lambda *args, **kwargs: None
 
 
 def timed(module: Any, name: str, spent: dict[str, float]) -> None:
