@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export S4SWEEP_HOME ?= $(CURDIR)/runs
 
-.PHONY: install demo test test-fast bench lint clean image tracking
+.PHONY: install demo test test-fast bench bench-rev lint clean image tracking
 
 # the project image's tag: <s4sweep version>-ray<Ray pin>, as cluster/ names it
 IMAGE ?= s4sweep:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)-ray$(shell sed -n 's/^ray==//p' constraints.txt)
@@ -40,11 +40,18 @@ bench: $(STAMP)
 	$(PY) bench/trainer_step.py
 	$(PY) bench/sweep_overhead.py
 	$(PY) bench/report.py
+	$(PY) bench/trial_startup.py
 	$(PY) bench/losses.py
 	$(PY) bench/data.py
 	$(PY) bench/storage.py
 	$(PY) bench/tiny_quality.py --bf16
 	$(PY) bench/learnability.py
+
+# before/after in one run: REV's tree (a temporary git worktree) and this one, measured in turns (bench/revisions.py)
+bench-rev: $(STAMP)
+	@test -n "$(REV)" || { echo "usage: make bench-rev REV=<git revision, e.g. eb2c007>" >&2; exit 2; }
+	$(PY) bench/report.py --rev $(REV)
+	$(PY) bench/trial_startup.py --rev $(REV)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator trainers search_spaces tests bench

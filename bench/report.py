@@ -6,20 +6,35 @@ Cityscapes classes, per-image intersection/union counts for every trial (the boo
 with those counts. Timed stages: the results table (results.build_table, as `collect` builds it after downloading),
 the report (per-class tables + paired bootstrap of every column against the baseline), the pictures, and writing
 results.parquet, md, csv and html (the steps of report.write, timed one by one). `--profile` adds the 15 most
-expensive functions.
+expensive functions. The last line printed is the stages' seconds as one JSON object.
+
+Before/after: `python bench/report.py --rev REV [--repeats 3]` runs REV's own bench/report.py in a temporary
+worktree of REV and this tree's, in turns, and prints each stage's median for both and the ratio after/before
+(bench/revisions.py). A REV whose bench/report.py predates the JSON line is read from its printed table (to 0.01 s).
+
+Measured at eb2c007 (2026-12-07; `python bench/report.py --rev eb2c007 --repeats 5`, whose eb2c007 column is that
+revision's own file; the machine: 2 cores shared with other sessions, load average 3.4-4.1, so a loaded machine),
+median of 5 runs, 1,000 trials: results table 0.61 s, per-class tables + paired bootstrap 2.43 s, results.parquet
+0.07 s, pictures 1.51 s, report.md 0.02 s, report.csv 0.04 s, report.html 0.04 s; total 4.45 s (target < 10 s met).
+Three single runs at load ~0.9 earlier the same day: totals 2.67, 3.85, 4.50 s (the bootstrap 0.70-2.18 s, pictures
+1.44-1.73 s). The same comparison of eb2c007 with itself (this tree then only added the JSON line) gave 0.99x on the
+total and 0.79x-1.46x on single stages: on this machine a stage's ratio between about 0.75x and 1.5x is noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import pstats
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from revisions import HERE, alternate, last_json, print_table, run_python, worktree
 
 from orchestrator import report, results
 from trainers import metric_names as M
@@ -96,6 +111,27 @@ def run_report(children: list[FakeChild], per_image: dict, out: Path, replicates
         log_stage(f"write {name}", t0)
 
 
+ROW = re.compile(r"^  (?P<name>.+?)\s+(?P<seconds>\d+\.\d+) s\s+[\d.]+%$")  # a stage's row in the table
+
+
+def stages_of(tree: Path, args: list[str]) -> dict[str, float | None]:
+    """Run `tree`'s own bench/report.py with `tree` on the import path; its stages' seconds and their total."""
+    out = run_python(tree, [str(tree / "bench" / "report.py"), *args]).stdout
+    found = last_json(out)
+    stages = found["stages"] if found else {m["name"]: float(m["seconds"]) for m in map(ROW.match, out.splitlines())
+                                             if m}
+    return {**stages, "total": sum(stages.values())}
+
+
+def compare(rev: str, args: argparse.Namespace) -> None:
+    passed = [f"--{name}={getattr(args, name)}" for name in ("variants", "seeds", "images", "replicates")]
+    with worktree(rev) as tree:
+        found = alternate({rev: tree, "this tree": HERE}, args.repeats, lambda t: stages_of(t, passed))
+    print(f"report of {args.variants * args.seeds} trials, {args.replicates} replicates; {args.repeats} runs per tree, "
+          f"alternating")
+    print_table(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", type=int, default=100)
@@ -103,7 +139,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100, help="validation images per trial (bootstrap input)")
     parser.add_argument("--replicates", type=int, default=1000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--rev", help="also measure this git revision (its own bench/report.py), alternating")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tree with --rev")
     args = parser.parse_args()
+    if args.rev:
+        compare(args.rev, args)
+        return
     t0 = time.perf_counter()
     children, per_image = synthetic(args.variants, args.seeds, args.images)
     generated = time.perf_counter() - t0
@@ -124,6 +165,7 @@ def main() -> None:
     print(f"  {'total':<52} {total:7.2f} s  (target < 10 s: {'met' if total < 10 else 'MISSED'})")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(15)
+    print(json.dumps({"bench": "report", "trials": trials, "stages": dict(STAGES)}))
 
 
 if __name__ == "__main__":
