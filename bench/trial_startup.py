@@ -3,8 +3,8 @@
 Run: `python bench/trial_startup.py [--repeats 5]` (or `make bench`); before/after: `--rev REV`.
 Every measurement is a fresh interpreter (a Ray worker is one), run with the tree under test first on PYTHONPATH:
 - imports: the wall time of `python -c "import ..."` for the modules the trainer needs and for those a Ray worker
-  imports to run a trial (`run_trial` in orchestrator/tune_backend.py), beside `python -c pass` (the interpreter's
-  own start); and which heavy libraries each set pulls in;
+  imports to run a trial (`run_trial`'s module and what it imports when it runs: `imports()` names them for each
+  tree), beside `python -c pass` (the interpreter's own start); and which heavy libraries each set pulls in;
 - a micro trial on generated data (1 thread, no Ray) through `TrialConfig.from_dict` and `trainers.s4gan.train.train`
   with a Reporter that notes when the first training metrics arrive: the config's parse and validation, train()'s
   set-up before its first step (its first metrics call less the steps it reports: `time/step_s` x step), within it
@@ -52,10 +52,17 @@ from typing import Any
 
 from revisions import HERE, alternate, last_json, print_table, run_python, worktree
 
-IMPORTS = {  # what the trainer needs; what a Ray worker imports to run one (run_trial's module and its local imports)
-    "trainer": ("trainers.config", "trainers.s4gan.train"),
-    "worker": ("orchestrator.tune_backend", "orchestrator.spec", "trainers.data", "trainers.s4gan.train"),
-}
+TRAINER_IMPORTS = ("trainers.config", "trainers.s4gan.train")
+
+
+def imports(tree: Path) -> dict[str, tuple[str, ...]]:
+    """What the trainer needs; and what a Ray worker imports to run one trial in this tree: run_trial's module and
+    the modules it imports when it runs (a module-level tune_backend.py before issue 20's split, its package after)."""
+    if (tree / "orchestrator" / "tune_backend.py").is_file():
+        worker = ("orchestrator.tune_backend", "orchestrator.spec", "trainers.data", "trainers.s4gan.train")
+    else:
+        worker = ("orchestrator.tune_backend.trial", "trainers.data.roots", "trainers.s4gan.train")
+    return {"trainer": TRAINER_IMPORTS, "worker": worker}
 LIBRARIES = ("torch", "torchvision", "numpy", "PIL", "scipy", "pandas", "pyarrow", "matplotlib", "ray", "mlflow",
              "sqlalchemy", "optuna", "boto3", "yaml")
 # `python -c` with this: the modules' import time inside the process, and the heavy libraries they loaded
@@ -155,7 +162,7 @@ LIBS: dict[tuple[Path, str], list[str]] = {}  # (tree, import set) -> the heavy 
 def measure(tree: Path, scratch: Path) -> dict[str, float | None]:
     this = str(Path(__file__).resolve())
     found: dict[str, float | None] = {"python -c pass (the interpreter)": fresh(tree, ["-c", "pass"])[0]}
-    for which, modules in IMPORTS.items():
+    for which, modules in imports(tree).items():
         try:
             wall, proc = fresh(tree, ["-c", PROBE.format(modules=", ".join(modules), libraries=LIBRARIES)])
             child = last_json(proc.stdout) or {}
