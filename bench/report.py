@@ -30,29 +30,18 @@ import pstats
 import re
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from revisions import HERE, alternate, last_json, print_table, run_python, worktree
 
 from orchestrator import report, results
+from orchestrator.tracking import ChildRun
 from trainers import metric_names as M
 from trainers.data.labels import CITYSCAPES
 
 
-@dataclass(frozen=True)
-class FakeChild:
-    """The fields of tracking.ChildRun that build_table reads."""
-
-    name: str
-    run_id: str
-    status: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-
-
-def synthetic(variants: int, seeds: int, images: int, *, seed: int = 0) -> tuple[list[FakeChild], dict]:
+def synthetic(variants: int, seeds: int, images: int, *, seed: int = 0) -> tuple[list[ChildRun], dict]:
     """`variants` x `seeds` finished trials (child runs and per-image counts); variant v shifts every class's IoU
     by v/4 points, and every image has its own noise."""
     rng = np.random.default_rng(seed)
@@ -75,7 +64,7 @@ def synthetic(variants: int, seeds: int, images: int, *, seed: int = 0) -> tuple
                         M.val("synth", "ece"): 0.05, M.TRIAL_TIME: float(rng.uniform(3000, 4000))}
             params = {"seed": str(s), "split_seed": "0", "dataset.name": "synth", "loss.name": name.split("-")[0],
                       "loss.options.gamma": "None" if v == 0 else str(v)}
-            children.append(FakeChild(trial, f"run-{trial}", "FINISHED", params, metrics))
+            children.append(ChildRun(f"run-{trial}", trial, "FINISHED", {}, params, metrics))
             per_image[(trial, "synth")] = (inter, union)
     return children, per_image
 
@@ -87,7 +76,7 @@ def log_stage(name: str, t0: float) -> None:
     STAGES.append((name, time.perf_counter() - t0))
 
 
-def run_report(children: list[FakeChild], per_image: dict, out: Path, replicates: int) -> None:
+def run_report(children: list[ChildRun], per_image: dict, out: Path, replicates: int) -> None:
     run = results.SweepRun(sweep="bench", run_id="bench-1", status="finished", tracking_uri="", experiment_id="0",
                            parent_run_id="p")
     t0 = time.perf_counter()
