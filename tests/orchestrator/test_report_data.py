@@ -87,9 +87,10 @@ def test_the_logged_class_share_is_the_one_the_report_counted_from_the_data(tmp_
     from orchestrator import results
     from orchestrator.report.data_stats import class_share
     from orchestrator.tracking import flatten_params
-    from trainers.data import dataset_info, resolve_root, split_pairs
     from trainers.data.cityscapes import read_label
     from trainers.data.pipeline import labeled_split
+    from trainers.data.roots import resolve_root, split_pairs
+    from trainers.data.tables import dataset_info
     from trainers.reporting import ListReporter
     from trainers.s4gan.train import train
 
