@@ -57,11 +57,12 @@ TRAINER_IMPORTS = ("trainers.config", "trainers.s4gan.train")
 
 def imports(tree: Path) -> dict[str, tuple[str, ...]]:
     """What the trainer needs; and what a Ray worker imports to run one trial in this tree: run_trial's module and
-    the modules it imports when it runs (a module-level tune_backend.py before issue 20's split, its package after)."""
-    if (tree / "orchestrator" / "tune_backend.py").is_file():
-        worker = ("orchestrator.tune_backend", "orchestrator.spec", "trainers.data", "trainers.s4gan.train")
+    the modules it imports when it runs (before issue 20 it also imported orchestrator.spec, and trainers.data held
+    what data/roots.py holds now)."""
+    if (tree / "trainers" / "data" / "roots.py").is_file():
+        worker = ("orchestrator.tune_backend", "trainers.data.roots", "trainers.s4gan.train")
     else:
-        worker = ("orchestrator.tune_backend.trial", "trainers.data.roots", "trainers.s4gan.train")
+        worker = ("orchestrator.tune_backend", "orchestrator.spec", "trainers.data", "trainers.s4gan.train")
     return {"trainer": TRAINER_IMPORTS, "worker": worker}
 LIBRARIES = ("torch", "torchvision", "numpy", "PIL", "scipy", "pandas", "pyarrow", "matplotlib", "ray", "mlflow",
              "sqlalchemy", "optuna", "boto3", "yaml")

@@ -161,3 +161,18 @@ def _one_line(error: BaseException) -> str:
 def _redact(uri: str) -> str:
     uri = re.sub(r"//[^/@]*@", "//***@", uri)
     return re.sub(r"((?:^|[?&])(?:access_key|secret_key|session_token)=)[^&]*", r"\1***", uri)
+
+
+def read_probe(uri: str, expected: str) -> str | None:
+    """On another node (tune_backend.check_shared): None if the probe reads back as written, else what went wrong, in
+    words."""
+    try:
+        location = open_location(uri)
+    except StorageError as e:
+        return str(e)
+    try:
+        if not location.is_file():
+            return "missing"
+        return None if location.read_text() == expected else "different"
+    except OSError as e:
+        return f"unreadable: {e}" if location.local is not None else diagnose(e, uri)

@@ -2,8 +2,8 @@
 
 import logging
 
-from orchestrator.tune_backend import callbacks
-from orchestrator.tune_backend.callbacks import Progress
+from orchestrator import sweep_callbacks as callbacks
+from orchestrator.sweep_callbacks import Progress
 
 
 def test_time_left_uses_the_slots_actually_running(monkeypatch, caplog):

@@ -26,7 +26,6 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import tracking
 from orchestrator.tracking import Tracker, TrackingError, embedded_uri, flatten_params, init_store
-from orchestrator.tracking import tracker as tracker_module
 
 CONFIG = {
     "preset": "tiny",
@@ -183,7 +182,7 @@ def test_find_parent_matches_the_sweep_run_tag_of_parents_only(tracker: Tracker,
 def test_children_pages_through_the_search(
     tracker: Tracker, experiment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tracker_module, "SEARCH_PAGE_SIZE", 2)  # stands in for MLflow's 1000-run pages
+    monkeypatch.setattr(tracking, "SEARCH_PAGE_SIZE", 2)  # stands in for MLflow's 1000-run pages
     parent = tracker.start_parent(experiment, run_name="paging", tags={})
     made = [tracker.start_child(experiment, parent, run_name=f"t{i}", params={}, tags={}) for i in range(5)]
     assert sorted(c.run_id for c in tracker.children(experiment, parent)) == sorted(made)
@@ -254,7 +253,7 @@ class StubServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # leave the retrying to the Tracker
-    monkeypatch.setattr(tracker_module, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(tracking, "RETRY_BACKOFF_S", 0.01)
     StubServer.posts = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubServer)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -341,7 +340,7 @@ def test_flatten_params_dots_nested_keys_and_writes_lists_as_json() -> None:
         "eval": '[{"name": "synth", "split": "val"}]',
         "seed": "0",
         "precision.precision": "fp32",
-        "note": "x" * tracker_module.MAX_PARAM_VAL_LENGTH,
+        "note": "x" * tracking.MAX_PARAM_VAL_LENGTH,
     }
     assert flatten_params({"gamma": 2}, "loss") == {"loss.gamma": "2"}
     assert flatten_params(flat) == flat  # already flat: unchanged

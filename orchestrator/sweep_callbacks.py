@@ -1,4 +1,7 @@
-"""Tune callbacks of the driver: the progress line, the device-hour budget and which trials ended how."""
+"""What the driver watches while trials run: the progress line, the device-hour budget and which trials ended how.
+
+Plain observers with Tune's callback hooks (`on_trial_start`, `on_trial_result`, `on_trial_complete`,
+`on_trial_error`); orchestrator/tune_backend.py hands them to Tune through one forwarding callback, so no Ray here."""
 
 from __future__ import annotations
 
@@ -7,16 +10,14 @@ import logging
 import time
 from typing import Any
 
-from ray import tune
-
 from orchestrator.runs import BUDGET_FILE, DATA_FAILURE, TRIAL_STATUS_FILE, trial_dir
 from orchestrator.storage import Location, open_location
-from orchestrator.tune_backend.trial import TrialPlan, trial_name
+from orchestrator.trial_plan import TrialPlan, trial_name
 
 log = logging.getLogger(__name__)
 
 
-class Progress(tune.Callback):
+class Progress:
     """One status line per change: running / pending / done / failed, best so far, elapsed and remaining time."""
 
     def __init__(self, total: int, metric: str, mode: str, concurrency: int) -> None:
@@ -71,7 +72,7 @@ def _clock(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
 
 
-class Budget(tune.Callback):
+class Budget:
     """Device-hours spent so far (finished trials plus the running ones' elapsed time), kept in `budget.json`.
 
     A trial that starts after the sweep's `max_gpu_hours` is spent ends at once, marked skipped: the cap stops new
@@ -109,7 +110,7 @@ class Budget(tune.Callback):
         self._ended(trial)
 
 
-class TrialStatusLog(tune.Callback):
+class TrialStatusLog:
     """Which trials ended (finished or stopped early by the scheduler) or errored, kept beside the run's Tune state.
 
     Tune's restored result grid cannot tell a completed trial from an interrupted one reliably; this file, written

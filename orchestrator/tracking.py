@@ -1,12 +1,22 @@
-"""Tracker: a thin `MlflowClient` wrapper. One parent run per sweep run, one child run per trial; every call names its
-run id, metrics go in batches, transient failures are retried, and a retried trial continues its own run."""
+"""MLflow behind one module: a thin `MlflowClient` wrapper (one parent run per sweep run, one child run per trial).
+
+Why not Ray's MLflow logger callback or `setup_mlflow` (reference/orchestrators.md §1.4, §9.4): the callback sends
+one request per metric, opens duplicate runs after `Tuner.restore` and cannot nest runs; `setup_mlflow` keeps fluent
+global state. Here every call names its run id, metrics go in batches, and a retried trial continues its own run.
+This is the only module that imports mlflow, so an MLflow upgrade touches this file alone. Beside it, mlflow-free:
+tracking_stores.py (tracking URIs: the embedded SQLite store, servers, reachability, the UI) and environment.py
+(versions, hardware and `pip freeze` for the parent run).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,20 +25,35 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from mlflow.entities import Metric, Param, Run, RunTag, ViewType
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import (
+import sqlalchemy.exc
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # report downloads: no bars
+# Artifacts come through the tracking server, which every client reaches. With S3 behind the server, MLflow would
+# otherwise fetch them by presigned URLs straight from the bucket: a laptop that cannot reach the bucket then retries
+# for minutes. Set it to true where clients reach the bucket and artifacts are large.
+os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.validation import (  # noqa: E402
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
 
-from orchestrator.tracking.stores import (
+from orchestrator.environment import environment_info  # noqa: E402
+from orchestrator.tracking_stores import (  # noqa: E402 - re-exported: tracking.check_reachable, ...
     SERVER_SCHEMES,
     TrackingError,
     artifact_folder,
+    check_reachable,
+    check_server,
+    check_uri,
+    embedded_uri,
     redact_uri,
     sqlite_path,
     uri_scheme,
@@ -56,6 +81,39 @@ class ChildRun:
     tags: dict[str, str]
     params: dict[str, str]
     metrics: dict[str, float]  # latest value per key
+
+
+def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:
+    """Create the database schema once, from the driver, before any trial opens the store; no-op for a server."""
+    scheme = uri_scheme(uri)
+    if scheme in SERVER_SCHEMES:
+        return
+    root = artifact_folder(uri, artifact_root)
+    try:
+        if scheme == "sqlite":
+            sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+        # MLflow's own store class: unlike MlflowClient it lets the driver set the "Default" experiment's artifact
+        # root (else ./mlruns in whatever directory the driver happens to run in).
+        SqlAlchemyStore(uri, str(root)).engine.dispose()
+    except (MlflowException, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
+        raise TrackingError(f"tracking store {redact_uri(uri)}: creating the schema failed: {e}") from e
+
+
+def serve_ui(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Run the MLflow UI (`mlflow server`, one worker, no job runner) on a database store in the foreground."""
+    if uri_scheme(uri) in SERVER_SCHEMES:
+        raise TrackingError(f"{uri} is already a tracking server: open it in a browser")
+    init_store(uri)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+               "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifact_folder(uri, None))]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log.info("MLflow UI on http://%s:%d for %s", host, port, redact_uri(uri))
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it finish shutting down
+        process.terminate()
+        return process.wait()
 
 
 class Tracker:
@@ -281,9 +339,6 @@ class Tracker:
         raise AssertionError("unreachable")
 
 
-# --- params and environment ----------------------------------------------------------------------------------------
-
-
 def flatten_params(config: Mapping, prefix: str = "") -> dict[str, str]:
     """{"loss": {"options": {"gamma": 2.0}}} -> {"loss.options.gamma": "2.0"}. Lists become JSON, enums their value;
     `_`-prefixed keys are internals and skipped; values longer than MLflow's param limit are truncated."""
@@ -301,9 +356,6 @@ def flatten_params(config: Mapping, prefix: str = "") -> dict[str, str]:
             text = text[:MAX_PARAM_VAL_LENGTH]
         flat[name] = text
     return flat
-
-
-# --- helpers ---------------------------------------------------------------------------------------------------------
 
 
 def _record(run: Run) -> ChildRun:
@@ -360,3 +412,7 @@ def _param_text(value: object) -> str:
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
         return json.dumps(items, default=str)
     return str(value)
+
+
+__all__ = ["ChildRun", "TrackingError", "Tracker", "check_reachable", "check_server", "check_uri", "embedded_uri",
+           "environment_info", "flatten_params", "init_store", "serve_ui"]

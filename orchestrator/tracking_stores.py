@@ -1,22 +1,22 @@
-"""Tracking URIs: an `http(s)://` MLflow server, or a database opened directly (the embedded SQLite file by default);
-creating a database's schema once, from the driver; checking that a store answers; the MLflow UI on a database."""
+"""Tracking URIs, without importing mlflow (orchestrator/tracking.py does): their kinds, the embedded store's path, and
+checking that a store answers.
+
+Stores: an `http(s)://` tracking server (trials upload artifacts through it), or a database URI opened directly, the
+embedded `sqlite:///<run root>/mlflow.db` by default. A fresh SQLite file opened by several processes at once races
+on its schema (environment.md), so the driver calls `init_store` before any trial opens it, and `Tracker` refuses a
+SQLite file that does not exist yet.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import sqlalchemy.engine
-import sqlalchemy.exc
-from mlflow.exceptions import MlflowException
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from orchestrator.runs import mlflow_db
 
@@ -31,22 +31,6 @@ class TrackingError(RuntimeError):
 
 def embedded_uri(run_root: Path) -> str:
     return f"sqlite:///{mlflow_db(run_root)}"
-
-
-def init_store(uri: str, *, artifact_root: Path | str | None = None) -> None:
-    """Create the database schema once, from the driver, before any trial opens the store; no-op for a server."""
-    scheme = uri_scheme(uri)
-    if scheme in SERVER_SCHEMES:
-        return
-    root = artifact_folder(uri, artifact_root)
-    try:
-        if scheme == "sqlite":
-            sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
-        # MLflow's own store class: unlike MlflowClient it lets the driver set the "Default" experiment's artifact
-        # root (else ./mlruns in whatever directory the driver happens to run in).
-        SqlAlchemyStore(uri, str(root)).engine.dispose()
-    except (MlflowException, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
-        raise TrackingError(f"tracking store {redact_uri(uri)}: creating the schema failed: {e}") from e
 
 
 def check_reachable(uri: str, *, timeout_s: float = 10) -> None:
@@ -93,23 +77,6 @@ def check_server(uri: str, *, timeout_s: float = 2) -> None:
     would retry a dead one for minutes); a database store is checked when opened."""
     if uri_scheme(uri) in SERVER_SCHEMES:
         check_reachable(uri, timeout_s=timeout_s)
-
-
-def serve_ui(uri: str, *, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Run the MLflow UI (`mlflow server`, one worker, no job runner) on a database store in the foreground."""
-    if uri_scheme(uri) in SERVER_SCHEMES:
-        raise TrackingError(f"{uri} is already a tracking server: open it in a browser")
-    init_store(uri)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-               "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifact_folder(uri, None))]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    log.info("MLflow UI on http://%s:%d for %s", host, port, redact_uri(uri))
-    process = subprocess.Popen(command, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached the server too (same process group): let it finish shutting down
-        process.terminate()
-        return process.wait()
 
 
 def uri_scheme(uri: str) -> str:
