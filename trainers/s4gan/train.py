@@ -343,10 +343,13 @@ def train(cfg: TrialConfig, *, reporter: Reporter, workdir: Path, resume: Path |
     data = train_data(cfg.dataset, batches=batches, seed=cfg.seed, split_seed=cfg.split_seed,
                       workers=cfg.device.workers, start_iteration=start,
                       pin_memory=resolve_device(cfg.device.device).type == "cuda")
-    labeled = class_pixel_counts(data.split.labeled, info_dataset.labels)  # for the report's class shares
-    reporter.artifact(save_json(labeled_counts_json(labeled, eval_remaps(cfg)),
-                                workdir / "artifacts" / M.LABELED_COUNTS_FILE))
-    counts = labeled if needs_class_counts(cfg.loss.options) else None  # a weight recipe: the labeled split only
+    counts = None
+    if start == 0 or needs_class_counts(cfg.loss.options):  # a resumed trial logged its counts when it started
+        counts = class_pixel_counts(data.split.labeled, info_dataset.labels)  # the labeled split only
+    if start == 0:  # for the report's class shares
+        reporter.artifact(save_json(labeled_counts_json(counts, eval_remaps(cfg)),
+                                    workdir / "artifacts" / M.LABELED_COUNTS_FILE))
+    counts = counts if needs_class_counts(cfg.loss.options) else None  # what a weight recipe reads
     rt, info = build_runtime(cfg, info_dataset.num_classes, info_dataset.labels.ignore_index, class_counts=counts)
     if counts is not None:
         info["loss"]["class_counts"] = counts.to_json()
